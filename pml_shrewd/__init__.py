@@ -1,0 +1,17 @@
+"""pml-shrewd: semantic-hierarchy deep hashing (SHREWD / SHRED) for pytorch-metric-learning.
+
+Binary codes whose Hamming distances follow semantic distances between targets
+(class hierarchies, captions), trained with PML-compatible losses and searched
+with faiss binary indexes.
+"""
+
+__version__ = "0.1.0"
+
+# --- semantic-distance providers ---
+from .semantic_distances.base import SemanticDistance  # noqa: E402,F401
+
+# --- losses and regularizers ---
+
+# --- retrieval and evaluation ---
+
+# --- models, data, training ---
