@@ -1,0 +1,51 @@
+"""The hash layer: backbone features -> K continuous bits in [0, 1]."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class HashHead(nn.Module):
+    """Linear (or small MLP) projection to ``num_bits`` followed by a sigmoid.
+
+    The continuous code ``z = sigmoid(W h + b)`` in ``[0, 1]^K`` is what SHREWD's
+    losses see; ``z > 0.5`` is the binary hash code (Arponen & Bishop,
+    arXiv 2005.04917, sec. 3). With ``num_classes > 0`` the head also owns
+    ``classifier``, the linear layer on the *continuous* code that SHRED's
+    cross-entropy term trains (pass it to ``SHREDLoss(classifier=...)``).
+
+    Example::
+
+        head = HashHead(512, num_bits=64, num_classes=100)
+        z = head(torch.randn(8, 512))          # (8, 64), values in (0, 1)
+        logits = head.classifier(z)            # (8, 100)
+    """
+
+    def __init__(
+        self, in_features: int, num_bits: int = 64, hidden_dim: int | None = None, num_classes: int = 0
+    ) -> None:
+        super().__init__()
+        for name, value, low in (("in_features", in_features, 1), ("num_bits", num_bits, 1)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"HashHead: {name} must be a positive int, got {value!r}")
+        if hidden_dim is not None and (not isinstance(hidden_dim, int) or hidden_dim < 1):
+            raise ValueError(f"HashHead: hidden_dim must be None or a positive int, got {hidden_dim!r}")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"HashHead: num_classes must be an int >= 0, got {num_classes!r}")
+        self.in_features, self.num_bits, self.num_classes = in_features, num_bits, num_classes
+        if hidden_dim is None:
+            self.proj = nn.Linear(in_features, num_bits)
+        else:
+            self.proj = nn.Sequential(
+                nn.Linear(in_features, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, num_bits)
+            )
+        self.classifier = nn.Linear(num_bits, num_classes) if num_classes > 0 else None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Continuous codes in ``[0, 1]`` of shape ``(N, num_bits)``."""
+        if features.dim() != 2 or features.shape[1] != self.in_features:
+            raise ValueError(
+                f"HashHead expects features of shape (N, {self.in_features}), got {tuple(features.shape)}"
+            )
+        return torch.sigmoid(self.proj(features))
