@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 from .semantic_distances.base import SemanticDistance  # noqa: E402,F401
 
 # --- losses and regularizers ---
+from .losses import SemanticDistanceLoss, SHREDLoss  # noqa: E402,F401
+from .regularizers import EmpiricalKLRegularizer  # noqa: E402,F401
 
 # --- retrieval and evaluation ---
 

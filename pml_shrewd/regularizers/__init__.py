@@ -1,0 +1,3 @@
+from .empirical_kl_regularizer import EmpiricalKLRegularizer
+
+__all__ = ["EmpiricalKLRegularizer"]
