@@ -1,0 +1,26 @@
+"""Data sets returning ``(image, label_id)`` and the factory that pairs them with providers."""
+
+from .base import BadSample, ImageSamples, SampleView, collate_skipping, load_rgb, split_indices
+from .captions import CaptionedImages
+from .cifar import TorchvisionCIFAR
+from .factory import CIFAR10_CLASSES, DATASET_KINDS, build_datasets, infer_dataset_kind, semantic_distance_for
+from .folder import FolderImages
+from .npz import NpzImages
+
+__all__ = [
+    "BadSample",
+    "ImageSamples",
+    "SampleView",
+    "collate_skipping",
+    "load_rgb",
+    "split_indices",
+    "CaptionedImages",
+    "TorchvisionCIFAR",
+    "FolderImages",
+    "NpzImages",
+    "CIFAR10_CLASSES",
+    "DATASET_KINDS",
+    "build_datasets",
+    "infer_dataset_kind",
+    "semantic_distance_for",
+]

@@ -1,0 +1,130 @@
+"""Image data sets that return ``(image_tensor, label_id)`` and never crash on a bad file.
+
+Unreadable images (missing, truncated, not an image) become a :class:`BadSample`
+placeholder instead of an exception; :func:`collate_skipping` drops them from the
+batch and reports their indices, so a long run counts them instead of dying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """Placeholder for an image that could not be read (``index`` in its data set)."""
+
+    index: int
+    reason: str
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open ``path`` as an RGB PIL image, forcing a full decode (so truncation raises here)."""
+    with Image.open(path) as img:
+        img.load()
+        return img.convert("RGB")
+
+
+class ImageSamples(Dataset):
+    """Base class: subclasses implement :meth:`load` and set ``classes`` and ``targets``.
+
+    ``dataset[i]`` is ``(transform(image), label)`` or ``(BadSample, label)``.
+    ``classes`` names the label ids (for captioned data: the captions themselves,
+    also available as ``captions``).
+
+    Example::
+
+        ds = NpzImages("cifar.npz", split="train", transform=model.transform(train=True))
+        loader = DataLoader(ds, batch_size=64, collate_fn=collate_skipping)
+        images, labels, bad = next(iter(loader))
+    """
+
+    classes: list[str]
+    targets: list[int]
+    transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, index: int) -> Image.Image | BadSample:
+        """The untransformed PIL image of sample ``index`` (or a :class:`BadSample`)."""
+        raise NotImplementedError
+
+    def sample_name(self, index: int) -> str:
+        """A human-readable name of sample ``index`` (a path where there is one)."""
+        return f"{type(self).__name__}[{index}]"
+
+    @property
+    def num_labels(self) -> int:
+        """Number of label ids (classes or captions)."""
+        return len(self.classes)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        if index < 0 or index >= len(self):
+            raise IndexError(f"{type(self).__name__}: index {index} out of range for {len(self)} samples")
+        img = self.load(index)
+        if isinstance(img, BadSample):
+            return img, self.targets[index]
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.targets[index]
+
+
+class SampleView(ImageSamples):
+    """A subset of another :class:`ImageSamples` with its own transform (train/test splits).
+
+    Label ids stay those of ``base`` (so captions of all splits share one table).
+    """
+
+    def __init__(self, base: ImageSamples, indices: Sequence[int], transform: Callable | None = None) -> None:
+        self.base = base
+        self.indices = [int(i) for i in indices]
+        if self.indices and (min(self.indices) < 0 or max(self.indices) >= len(base)):
+            raise IndexError(f"SampleView: indices outside [0, {len(base)}) of {type(base).__name__}")
+        self.transform = transform
+        self.classes = base.classes
+        self.targets = [base.targets[i] for i in self.indices]
+
+    def __getattr__(self, name: str) -> Any:
+        # Delegate data-set facts (captions, wnids, root, ...) to the base data set.
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def load(self, index: int) -> Image.Image | BadSample:
+        img = self.base.load(self.indices[index])
+        return BadSample(index, img.reason) if isinstance(img, BadSample) else img
+
+    def sample_name(self, index: int) -> str:
+        return self.base.sample_name(self.indices[index])
+
+
+def split_indices(n: int, test_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """A seeded random train/test split of ``range(n)``."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    perm = np.random.RandomState(seed).permutation(n)
+    n_test = max(1, int(round(n * test_fraction)))
+    return sorted(perm[n_test:].tolist()), sorted(perm[:n_test].tolist())
+
+
+def collate_skipping(batch: list[tuple[Any, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Collate ``(image, label)`` pairs, dropping :class:`BadSample` entries.
+
+    Returns ``(images, labels, bad_indices)``; ``bad_indices`` (int64) lists the
+    data-set indices of the dropped samples so the caller can count and report them
+    (it works across DataLoader worker processes, unlike a counter in the data set).
+    """
+    good = [(x, y) for x, y in batch if not isinstance(x, BadSample)]
+    bad = torch.tensor([x.index for x, _ in batch if isinstance(x, BadSample)], dtype=torch.long)
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
+    images, labels = default_collate(good)
+    return images, labels, bad

@@ -1,0 +1,51 @@
+"""ImageFolder layouts: ``root/<class>/*.jpg`` with class names or WordNet ids."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from PIL import Image
+from torchvision.datasets import ImageFolder
+
+from .base import BadSample, ImageSamples, load_rgb
+
+_WNID = re.compile(r"^n\d{8}$")
+
+
+class FolderImages(ImageSamples):
+    """An ImageFolder (torchvision's scan) whose unreadable files are skipped, not fatal.
+
+    Folder names are the classes: plain names (``cat``, ``dog``: CIFAR's JPEG
+    layout, mapped to WordNet noun synsets for the hierarchy) or WordNet ids
+    (``n02084071``: ImageNet; then ``wnids`` is set).
+
+    Example::
+
+        train = FolderImages("imagenet/train", transform=model.transform(train=True))
+        train.wnids[:2]          # ['n01440764', 'n01443537'] for ImageNet
+        image, label = train[0]
+    """
+
+    def __init__(self, root: str | os.PathLike, transform: Callable | None = None) -> None:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"FolderImages: no such directory {os.fspath(root)!r}")
+        # torchvision does the scanning (class folders, image extensions).
+        scan = ImageFolder(os.fspath(root), allow_empty=True)
+        self.root, self.transform = os.fspath(root), transform
+        self.classes = list(scan.classes)
+        self.samples = [path for path, _ in scan.samples]
+        self.targets = [label for _, label in scan.samples]
+        if not self.samples:
+            raise ValueError(f"FolderImages: no images under {self.root!r}")
+        self.wnids = list(self.classes) if all(_WNID.match(c) for c in self.classes) else None
+
+    def load(self, index: int) -> Image.Image | BadSample:
+        try:
+            return load_rgb(self.samples[index])
+        except (OSError, ValueError, SyntaxError) as err:  # PIL raises these on corrupt files
+            return BadSample(index, f"{type(err).__name__}: {err}")
+
+    def sample_name(self, index: int) -> str:
+        return self.samples[index]
