@@ -1,0 +1,141 @@
+"""Semantic distances between captions, from sentence-transformers embeddings."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import SemanticDistance
+
+__all__ = ["SentenceEmbeddingDistance"]
+
+_METRICS = ("cosine", "angular")
+
+
+class SentenceEmbeddingDistance(SemanticDistance):
+    """Distances between free-text targets (captions, tags) via sentence embeddings.
+
+    The weakly supervised setting of SHREWD (Arponen & Bishop, arXiv 2005.04917):
+    no classes, only a semantic distance between each image's caption. Every
+    caption is encoded once (``N x dim``, L2-normalised); id ``i`` stands for
+    caption ``i``. For a batch, with ``c`` the cosine similarity of two captions:
+
+    - ``metric="cosine"``:  ``d = (1 - c) / 2``
+    - ``metric="angular"``: ``d = arccos(c) / pi``
+
+    Both lie in ``[0, 1]`` (clamped against rounding) and are exactly 0 for equal
+    ids. Only the ``A x B`` batch block is computed, never an ``N x N`` matrix.
+
+    Args:
+        captions: the texts; id ``i`` indexes ``captions[i]``.
+        embeddings: instead of captions, precomputed ``(N, dim)`` embeddings
+            (normalised here; zero rows are refused).
+        model: a sentence-transformers model name, a local path, or a loaded
+            ``SentenceTransformer``.
+        metric: ``"cosine"`` or ``"angular"``.
+        batch_size, device, show_progress_bar: passed to ``SentenceTransformer.encode``
+            (``device`` also to the constructor when ``model`` is a name).
+
+    Example::
+
+        provider = SentenceEmbeddingDistance(["a dog runs", "a puppy plays", "a bridge at night"])
+        loss_fn = SemanticDistanceLoss(provider)
+        d = provider(torch.tensor([0, 1, 2]))  # dog-puppy small, dog-bridge large
+    """
+
+    def __init__(
+        self,
+        captions: Sequence[str] | None = None,
+        *,
+        embeddings: torch.Tensor | np.ndarray | None = None,
+        model: str | os.PathLike | Any = "sentence-transformers/all-MiniLM-L6-v2",
+        metric: str = "cosine",
+        batch_size: int = 64,
+        device: str | torch.device | None = None,
+        show_progress_bar: bool | None = None,
+    ):
+        if metric not in _METRICS:
+            raise ValueError(f"SentenceEmbeddingDistance: unknown metric {metric!r}, use one of {_METRICS}")
+        if (captions is None) == (embeddings is None):
+            raise ValueError("SentenceEmbeddingDistance needs exactly one of captions= or embeddings=")
+        self.metric = metric
+        self.captions: list[str] | None = None
+        if captions is not None:
+            if isinstance(captions, str):
+                raise TypeError(
+                    "SentenceEmbeddingDistance: captions must be a list of strings, not one string"
+                )
+            captions = list(captions)
+            if not captions:
+                raise ValueError("SentenceEmbeddingDistance: captions is empty")
+            for i, c in enumerate(captions):
+                if not isinstance(c, str):
+                    raise TypeError(f"SentenceEmbeddingDistance: caption {i} is {type(c).__name__}, not str")
+            self.captions = captions
+            embeddings = self._encode(captions, model, batch_size, device, show_progress_bar)
+        emb = self._check_embeddings(embeddings)
+        # float32 on the CPU; moved to each batch's device once (cached).
+        self.embeddings = emb / emb.norm(dim=1, keepdim=True)
+        self.num_ids = int(self.embeddings.shape[0])
+        self._per_device: dict[torch.device, torch.Tensor] = {}
+
+    @staticmethod
+    def _encode(captions, model, batch_size, device, show_progress_bar) -> torch.Tensor:
+        from sentence_transformers import SentenceTransformer
+
+        if not isinstance(model, SentenceTransformer):
+            model = SentenceTransformer(str(model), device=None if device is None else str(device))
+        out = model.encode(
+            captions,
+            batch_size=batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            show_progress_bar=show_progress_bar,
+            device=None if device is None else str(device),
+        )
+        return out.detach().to("cpu", torch.float32)
+
+    @staticmethod
+    def _check_embeddings(embeddings) -> torch.Tensor:
+        if isinstance(embeddings, torch.Tensor):
+            emb = embeddings.detach().to("cpu", torch.float32)
+        else:
+            emb = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+        if emb.dim() != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
+            raise ValueError(
+                f"SentenceEmbeddingDistance: embeddings must be a non-empty (N, dim) matrix, got shape {tuple(emb.shape)}"
+            )
+        if not torch.isfinite(emb).all():
+            row = int((~torch.isfinite(emb)).any(dim=1).nonzero()[0])
+            raise ValueError(f"SentenceEmbeddingDistance: embedding {row} is not finite")
+        zero = emb.norm(dim=1) == 0
+        if zero.any():
+            raise ValueError(f"SentenceEmbeddingDistance: embedding {int(zero.nonzero()[0])} is all zeros")
+        return emb
+
+    def _on(self, device: torch.device) -> torch.Tensor:
+        if device.type == "cpu":
+            return self.embeddings
+        cached = self._per_device.get(device)
+        if cached is None:
+            cached = self._per_device[device] = self.embeddings.to(device)
+        return cached
+
+    def pairwise(self, ids_a: torch.Tensor, ids_b: torch.Tensor) -> torch.Tensor:
+        emb = self._on(ids_a.device)
+        cos = (emb[ids_a] @ emb[ids_b].T).clamp_(-1.0, 1.0)
+        if self.metric == "cosine":
+            d = (1.0 - cos) / 2.0
+        else:
+            d = torch.arccos(cos) / math.pi
+        # Rounding leaves ~1e-7 (cosine) or ~3e-4 (angular) on equal ids: make it 0.
+        d = d.masked_fill_(ids_a[:, None] == ids_b[None, :], 0.0)
+        return d.clamp_(0.0, 1.0)
+
+    def __repr__(self) -> str:
+        return f"SentenceEmbeddingDistance(num_ids={self.num_ids}, dim={self.embeddings.shape[1]}, metric={self.metric!r})"
