@@ -9,6 +9,11 @@ __version__ = "0.1.0"
 
 # --- semantic-distance providers ---
 from .semantic_distances.base import SemanticDistance  # noqa: E402,F401
+from .semantic_distances.hierarchy import HierarchyDistance  # noqa: E402,F401
+from .semantic_distances.label import LabelDistance  # noqa: E402,F401
+from .semantic_distances.matrix import MatrixDistance  # noqa: E402,F401
+from .semantic_distances.sentence import SentenceEmbeddingDistance  # noqa: E402,F401
+from .semantic_distances.wordnet import load_wordnet  # noqa: E402,F401
 
 # --- losses and regularizers ---
 from .losses import SemanticDistanceLoss, SHREDLoss  # noqa: E402,F401
