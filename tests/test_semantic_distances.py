@@ -1,0 +1,326 @@
+"""LabelDistance, MatrixDistance and HierarchyDistance (edge lists, files) against references."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from pml_shrewd.semantic_distances import HierarchyDistance, LabelDistance, MatrixDistance
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def reference_hierarchy_matrix(edges, classes):
+    """Slow, obviously-correct d = height(lcs)/height(root) with explicit loops."""
+    parent = {str(c): str(p) for p, c in edges}
+    nodes = set(parent) | set(parent.values())
+    root = [n for n in nodes if n not in parent][0]
+
+    def ancestors(n):  # n, parent(n), ..., root
+        out = [n]
+        while out[-1] != root:
+            out.append(parent[out[-1]])
+        return out
+
+    def depth(n):
+        return len(ancestors(n)) - 1
+
+    leaves = [n for n in nodes if n not in parent.values()]
+
+    def height(n):  # longest path down to a leaf: max over leaves below n
+        return max(depth(leaf) - depth(n) for leaf in leaves if n in ancestors(leaf))
+
+    def lcs(a, b):
+        common = [n for n in ancestors(a) if n in ancestors(b)]
+        return max(common, key=depth)
+
+    C = len(classes)
+    out = np.zeros((C, C))
+    for i in range(C):
+        for j in range(C):
+            if i != j:
+                out[i, j] = height(lcs(str(classes[i]), str(classes[j]))) / height(root)
+    return out
+
+
+def random_tree(rng, n_nodes):
+    """Random rooted tree as shuffled (parent, child) edges with string names."""
+    names = [f"node{k}" for k in range(n_nodes)]
+    edges = [(names[rng.randrange(k)], names[k]) for k in range(1, n_nodes)]
+    rng.shuffle(edges)
+    return edges, names
+
+
+HAND_EDGES = [
+    ("root", "animal"),
+    ("root", "car"),
+    ("animal", "mammal"),
+    ("animal", "fish"),
+    ("mammal", "cat"),
+    ("mammal", "dog"),
+]
+
+# ----------------------------------------------------------------------------- LabelDistance
+
+
+def test_label_distance_matches_loops():
+    provider = LabelDistance(num_classes=5)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 5, (7,), generator=g), torch.randint(0, 5, (4,), generator=g)
+    d = provider(a, b)
+    ref = torch.tensor([[0.0 if x == y else 1.0 for y in b.tolist()] for x in a.tolist()])
+    assert d.dtype == torch.float32 and d.device.type == "cpu"
+    assert torch.equal(d, ref)
+    assert torch.equal(provider(a), provider(a, a))
+    assert provider.matrix().shape == (5, 5)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
+def test_label_distance_bad_num_classes(bad):
+    with pytest.raises(ValueError, match="num_classes"):
+        LabelDistance(bad)
+
+
+def test_label_distance_accepts_numpy_int_and_int32_ids():
+    provider = LabelDistance(np.int64(3))
+    d = provider(torch.tensor([0, 2], dtype=torch.int32))
+    assert torch.equal(d, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+
+
+# ----------------------------------------------------------------------------- bad ids
+
+
+@pytest.mark.parametrize("provider", [LabelDistance(4), MatrixDistance(np.zeros((4, 4)))])
+def test_ids_out_of_range_name_the_id_and_range(provider):
+    with pytest.raises(IndexError, match=r"id 4 .*\[0, 3\]"):
+        provider(torch.tensor([0, 4]))
+    with pytest.raises(IndexError, match=r"id -1 .*\[0, 3\]"):
+        provider(torch.tensor([0, 1]), torch.tensor([-1]))
+
+
+@pytest.mark.parametrize("provider", [LabelDistance(4), HierarchyDistance(HAND_EDGES)])
+def test_bad_id_shapes_and_dtypes(provider):
+    with pytest.raises(ValueError, match="1-D"):
+        provider(torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer"):
+        provider(torch.tensor([0.0, 1.0]))
+    with pytest.raises(TypeError, match="integer"):
+        provider(torch.tensor([True, False]))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        provider([0, 1])
+
+
+def test_empty_ids_give_empty_matrix():
+    d = HierarchyDistance(HAND_EDGES)(torch.tensor([], dtype=torch.long), torch.tensor([1, 2]))
+    assert d.shape == (0, 2)
+
+
+# ----------------------------------------------------------------------------- MatrixDistance
+
+
+def random_distance_matrix(rng, C):
+    m = rng.random((C, C))
+    m = (m + m.T) / 2
+    np.fill_diagonal(m, 0.0)
+    return m
+
+
+def test_matrix_distance_indexes_like_loops():
+    rng = np.random.default_rng(1)
+    m = random_distance_matrix(rng, 6)
+    for matrix in (m, torch.from_numpy(m), m.tolist()):
+        provider = MatrixDistance(matrix)
+        a, b = torch.tensor([5, 0, 3, 3]), torch.tensor([1, 2, 5])
+        d = provider(a, b)
+        ref = torch.tensor([[m[i, j] for j in b.tolist()] for i in a.tolist()], dtype=torch.float32)
+        assert d.dtype == torch.float32 and d.device.type == "cpu"
+        torch.testing.assert_close(d, ref)
+    assert provider.num_ids == 6
+
+
+def test_matrix_distance_matrix_is_a_copy():
+    provider = MatrixDistance([[0.0, 0.5], [0.5, 0.0]])
+    full = provider.matrix()
+    full[0, 1] = 1.0
+    assert provider(torch.tensor([0]), torch.tensor([1])).item() == 0.5
+
+
+def test_matrix_distance_tolerance_is_made_exact():
+    m = np.array([[1e-9, 0.3], [0.3 + 1e-9, 0.0]])
+    d = MatrixDistance(m).matrix()
+    assert d[0, 0] == 0 and d[0, 1] == d[1, 0]
+
+
+@pytest.mark.parametrize(
+    "matrix, match",
+    [
+        (np.zeros((2, 3)), "square"),
+        (np.zeros(3), "square"),
+        (np.zeros((2, 2, 2)), "square"),
+        (np.zeros((0, 0)), "empty"),
+        (np.array([[0.0, np.nan], [np.nan, 0.0]]), "finite"),
+        (np.array([[0.0, np.inf], [np.inf, 0.0]]), "finite"),
+        (np.array([[0.0, -0.1], [-0.1, 0.0]]), r"\[0, 1\]"),
+        (np.array([[0.0, 1.5], [1.5, 0.0]]), r"\[0, 1\]"),
+        (np.array([[0.2, 0.5], [0.5, 0.0]]), "diagonal"),
+        (np.array([[0.0, 0.5], [0.4, 0.0]]), "symmetric"),
+    ],
+)
+def test_matrix_distance_bad_matrix(matrix, match):
+    with pytest.raises(ValueError, match=match):
+        MatrixDistance(matrix)
+
+
+def test_matrix_distance_non_numeric():
+    with pytest.raises(TypeError, match="numeric"):
+        MatrixDistance([["a", "b"], ["c", "d"]])
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".txt", ".csv", ".pt"])
+def test_matrix_distance_from_file(tmp_path, suffix):
+    m = random_distance_matrix(np.random.default_rng(2), 5)
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".npy":
+        np.save(path, m)
+    elif suffix == ".pt":
+        torch.save(torch.from_numpy(m), path)
+    else:
+        np.savetxt(path, m, delimiter="," if suffix == ".csv" else " ")
+    torch.testing.assert_close(MatrixDistance.from_file(path).matrix(), torch.from_numpy(m).float())
+
+
+def test_matrix_distance_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.npy"):
+        MatrixDistance.from_file(tmp_path / "nope.npy")
+
+
+# ----------------------------------------------------------------------------- HierarchyDistance
+
+
+def test_hand_written_tree_known_distances():
+    provider = HierarchyDistance(HAND_EDGES)
+    # leaves sorted by name: car, cat, dog, fish; heights: mammal 1, animal 2, root 3
+    assert provider.classes == ["car", "cat", "dog", "fish"]
+    assert provider.depth == 3 and provider.root == "root"
+    expected = torch.tensor(
+        [
+            [0, 1, 1, 1],
+            [1, 0, 1 / 3, 2 / 3],
+            [1, 1 / 3, 0, 2 / 3],
+            [1, 2 / 3, 2 / 3, 0],
+        ],
+        dtype=torch.float32,
+    )
+    torch.testing.assert_close(provider.matrix(), expected)
+    torch.testing.assert_close(provider(torch.tensor([1, 3]), torch.tensor([2])), expected[[1, 3]][:, [2]])
+    assert provider.lcs("cat", "dog") == "mammal" and provider.lcs(1, 3) == "animal"
+    assert (
+        provider.height("animal") == 2
+        and provider.parent("cat") == "mammal"
+        and provider.parent("root") is None
+    )
+    assert provider.ancestors("dog") == ["dog", "mammal", "animal", "root"]
+
+
+def test_explicit_classes_and_inner_node_class():
+    provider = HierarchyDistance(HAND_EDGES, classes=["dog", "mammal", "car"], names=["Dog", "Mammal", "Car"])
+    assert provider.names == ["Dog", "Mammal", "Car"]
+    expected = torch.tensor([[0, 1 / 3, 1], [1 / 3, 0, 1], [1, 1, 0]], dtype=torch.float32)
+    torch.testing.assert_close(provider.matrix(), expected)
+
+
+def test_integer_leaf_names_sorted_numerically():
+    edges = [(100, 10), (100, 2), (101, 100), (101, 1)]
+    provider = HierarchyDistance(edges)
+    assert provider.classes == ["1", "2", "10"]
+    expected = torch.tensor([[0, 1, 1], [1, 0, 0.5], [1, 0.5, 0]], dtype=torch.float32)
+    torch.testing.assert_close(provider.matrix(), expected)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_trees_match_slow_reference(seed):
+    rng = random.Random(seed)
+    edges, names = random_tree(rng, rng.randint(2, 40))
+    inner = {p for p, _ in edges}
+    leaves = sorted(n for n in names if n not in inner)
+    ref = reference_hierarchy_matrix(edges, leaves)
+    provider = HierarchyDistance(edges)
+    assert provider.classes == leaves
+    np.testing.assert_allclose(provider.matrix().numpy(), ref, rtol=0, atol=1e-6)
+    # explicit classes, including inner nodes, in random order
+    classes = rng.sample(names, k=rng.randint(1, len(names)))
+    ref = reference_hierarchy_matrix(edges, classes)
+    np.testing.assert_allclose(HierarchyDistance(edges, classes).matrix().numpy(), ref, rtol=0, atol=1e-6)
+
+
+def test_random_tree_properties():
+    edges, _ = random_tree(random.Random(7), 60)
+    m = HierarchyDistance(edges).matrix()
+    assert torch.equal(m, m.T) and (m.diagonal() == 0).all()
+    assert m.min() >= 0 and m.max() <= 1
+
+
+def test_lcs_matches_brute_force():
+    rng = random.Random(3)
+    edges, names = random_tree(rng, 30)
+    provider = HierarchyDistance(edges, names)
+    for _ in range(50):
+        a, b = rng.choice(names), rng.choice(names)
+        common = [n for n in provider.ancestors(a) if n in provider.ancestors(b)]
+        deepest = max(common, key=lambda n: len(provider.ancestors(n)))
+        assert provider.lcs(a, b) == deepest
+
+
+def test_from_file_barz_format(tmp_path):
+    path = tmp_path / "tree.parent-child.txt"
+    path.write_text("# comment\n5 0\n5 1\n\n6 5\n6 2\n7 6\n7 3\n")
+    provider = HierarchyDistance.from_file(path)
+    assert provider.classes == ["0", "1", "2", "3"]
+    edges = [("5", "0"), ("5", "1"), ("6", "5"), ("6", "2"), ("7", "6"), ("7", "3")]
+    np.testing.assert_allclose(
+        provider.matrix().numpy(), reference_hierarchy_matrix(edges, ["0", "1", "2", "3"])
+    )
+
+
+def test_from_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        HierarchyDistance.from_file(tmp_path / "missing.txt")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2\n3 4 5\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2"):
+        HierarchyDistance.from_file(bad)
+
+
+@pytest.mark.parametrize(
+    "edges, classes, match",
+    [
+        ([("r", "a"), ("r", "b")], ["a", "zebra"], "'zebra' .*not in the hierarchy"),
+        ([("r", "a"), ("q", "a")], None, "two parents"),
+        ([("r", "a"), ("q", "b")], None, "single root"),
+        ([("r", "a"), ("a", "b"), ("b", "c"), ("c", "a")], None, "two parents|cycle"),
+        ([("a", "b"), ("b", "a")], None, "cycle"),
+        ([("a", "a")], None, "itself"),
+        ([], None, "at least one"),
+        ([("a", "b", "c")], None, "pair"),
+        ([("r", "a"), ("r", "b")], ["a", "a"], "both class"),
+    ],
+)
+def test_hierarchy_bad_input(edges, classes, match):
+    with pytest.raises(ValueError, match=match):
+        HierarchyDistance(edges, classes)
+
+
+def test_hierarchy_disconnected_cycle():
+    # root r is fine, but x -> y -> x hangs off nothing: every node of it has a parent
+    with pytest.raises(ValueError, match="cycle"):
+        HierarchyDistance([("r", "a"), ("x", "y"), ("y", "x")])
+
+
+def test_cifar100_barz_needs_path():
+    with pytest.raises(ValueError, match="path"):
+        HierarchyDistance.cifar100(source="barz")
+    with pytest.raises(ValueError, match="unknown source"):
+        HierarchyDistance.cifar100(source="imagenet")
