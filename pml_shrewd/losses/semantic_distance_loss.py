@@ -67,6 +67,11 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
             raise ValueError(f"gamma must be > 0, got {gamma}")
         if error not in ("squared", "absolute"):
             raise ValueError(f"error must be 'squared' or 'absolute', got {error!r}")
+        if self.distance.is_inverted:
+            raise ValueError(
+                f"{type(self).__name__} matches distances: pass a distance (e.g. LpDistance), "
+                f"not the similarity {type(self.distance).__name__}"
+            )
         self.semantic_distance = semantic_distance
         self.gamma = float(gamma)
         self.rho = float(rho)
@@ -88,44 +93,46 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
                 raise ValueError(
                     f"ref_emb has {ref_emb.shape[1]} dimensions but embeddings have {embeddings.shape[1]}"
                 )
-        rows, cols = self.pair_indices(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        code_mat = self.distance(embeddings, ref_emb)
+        # One B x R provider call, then the pairs: never a provider call per pair.
+        sem_mat = self.semantic_distance(labels, ref_labels.to(labels.device))
+        sem_mat = sem_mat.to(device=code_mat.device, dtype=code_mat.dtype)
+        if indices_tuple is None:
+            # All pairs but self-pairs (PML's convention: self-pairs only when ref_emb is embeddings).
+            if ref_emb is embeddings:
+                code_dist, sem_dist = off_diagonal(code_mat), off_diagonal(sem_mat)
+                rows, cols = off_diagonal_indices(len(code_mat), code_mat.device)
+            else:
+                code_dist, sem_dist = code_mat.flatten(), sem_mat.flatten()
+                rows, cols = all_pair_indices(*code_mat.shape, device=code_mat.device)
+        else:
+            # The loss has no positives or negatives: every pair a miner returns is used alike.
+            a1, p, a2, n = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
+            rows = torch.cat([a1, a2]).to(code_mat.device)
+            cols = torch.cat([p, n]).to(code_mat.device)
+            code_dist, sem_dist = code_mat[rows, cols], sem_mat[rows, cols]
         if len(rows) == 0:
-            if indices_tuple is None and ref_emb is embeddings:
+            if indices_tuple is None:
                 raise ValueError(
                     f"{type(self).__name__} needs at least two embeddings to form a pair, got a batch of "
                     f"{len(embeddings)}"
                 )
             return self.zero_losses()
-        per_pair = self.per_pair_loss(embeddings, labels, rows, cols, ref_emb, ref_labels)
+        per_pair = self.per_pair_loss(code_dist, sem_dist)
         return {"loss": {"losses": per_pair, "indices": (rows, cols), "reduction_type": "pos_pair"}}
 
-    def pair_indices(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        """Rows and columns of the pairs used: all pairs but self-pairs, or a miner's pairs."""
-        if indices_tuple is None:
-            rows, cols = torch.meshgrid(
-                torch.arange(len(embeddings), device=embeddings.device),
-                torch.arange(len(ref_emb), device=embeddings.device),
-                indexing="ij",
-            )
-            rows, cols = rows.flatten(), cols.flatten()
-            if ref_emb is embeddings:
-                keep = rows != cols
-                rows, cols = rows[keep], cols[keep]
-            return rows, cols
-        # The loss has no positives or negatives: every pair a miner returns is used alike.
-        a1, p, a2, n = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
-        return torch.cat([a1, a2]).to(embeddings.device), torch.cat([p, n]).to(embeddings.device)
+    def per_pair_loss(self, code_dist: torch.Tensor, sem_dist: torch.Tensor) -> torch.Tensor:
+        """Weighted error between normalised code and semantic distances of the pairs used.
 
-    def per_pair_loss(self, embeddings, labels, rows, cols, ref_emb, ref_labels):
-        code_dist = self.distance(embeddings, ref_emb)[rows, cols]
-        # One B x R provider call, then the pairs: never a provider call per pair.
-        sem_mat = self.semantic_distance(labels, ref_labels.to(labels.device))
-        sem_dist = sem_mat.to(device=code_dist.device, dtype=code_dist.dtype)[rows, cols]
+        ``tau_z`` and ``tau_y`` are the means over these pairs: a miner's pairs define
+        their own scale, and the loss is invariant to scaling the codes.
+        """
         tau_z = code_dist.mean()
         if self.detach_tau_z:
             tau_z = tau_z.detach()
         tau_y = sem_dist.mean()
-        self.tau_z, self.tau_y, self.num_pairs = tau_z.item(), tau_y.item(), len(rows)
+        if self.collect_stats:  # .item() syncs a GPU: only when PML's stats are on
+            self.tau_z, self.tau_y, self.num_pairs = float(tau_z), float(tau_y), len(code_dist)
         diff = code_dist / tau_z.clamp(min=self.eps) - sem_dist / tau_y.clamp(min=self.eps)
         err = diff.square() if self.error == "squared" else diff.abs()
         weight = (self.gamma / (self.gamma + sem_dist)) ** self.rho
@@ -136,3 +143,23 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
 
     def get_default_reducer(self):
         return MeanReducer()
+
+
+def off_diagonal(mat: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a square matrix, row by row, by a strided view (no gather)."""
+    n = len(mat)
+    return mat.flatten()[1:].view(n - 1, n + 1)[:, :-1].reshape(-1)
+
+
+def off_diagonal_indices(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices matching :func:`off_diagonal`."""
+    k = torch.arange(n * (n - 1), device=device)
+    rows = k // max(n - 1, 1)
+    cols = k % max(n - 1, 1)
+    return rows, cols + (cols >= rows).long()
+
+
+def all_pair_indices(n: int, m: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices of a flattened ``n x m`` matrix."""
+    k = torch.arange(n * m, device=device)
+    return k // m, k % m
