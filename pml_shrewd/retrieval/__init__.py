@@ -1,0 +1,23 @@
+"""Retrieval and evaluation: binary codes, faiss Hamming search, mAP / P@k / HP@k / mAHP@k."""
+
+from .codes import binarize, pack_codes, unpack_codes
+from .metrics import (
+    bit_balance,
+    evaluate_codes,
+    hp_at_k,
+    mahp_at_k,
+    mean_average_precision,
+    precision_at_k,
+)
+
+__all__ = [
+    "binarize",
+    "pack_codes",
+    "unpack_codes",
+    "mean_average_precision",
+    "precision_at_k",
+    "hp_at_k",
+    "mahp_at_k",
+    "evaluate_codes",
+    "bit_balance",
+]

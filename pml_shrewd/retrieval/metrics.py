@@ -1,0 +1,578 @@
+"""Retrieval metrics over a ranked database: mAP, P@k, HP@k curve, mAHP@k.
+
+The database is ranked for every query by the distance between codes:
+
+- ``distance="hamming"``: 0/1 codes (one row per item, unpacked), Hamming distance;
+- ``distance="l1"`` / ``"l2"``: continuous codes, Manhattan / Euclidean distance.
+
+**Ties** are broken by database index (a stable sort): among items at the same
+distance, the one that comes first in the database ranks first. Hamming
+distances take only ``K + 1`` values, so ties are common and this rule matters;
+it makes every metric deterministic.
+
+**Relevance** for mAP and P@k is "same label". **Semantic similarity** for HP@k
+is ``s = 1 - d(y_q, y_r)`` from a semantic-distance provider (any callable
+``provider(ids_a, ids_b) -> (A, B)`` tensor of distances in ``[0, 1]``, e.g.
+:class:`pml_shrewd.SemanticDistance`) or a class-by-class distance matrix
+(numpy array / tensor, indexed by label).
+
+Definitions (Arponen & Bishop, arXiv 2005.04917; Barz & Denzler, WACV 2019):
+
+- ``AP`` (whole ranking) ``= (1/R) * sum over relevant items r of P@rank(r)``,
+  ``R`` the number of relevant database items.
+- ``AP@k`` ``= sum_{i<=k, rel_i} P@i / (number of relevant items in the top k)``
+  (the deep-hashing convention of HashNet / DeepHash; 0 if none in the top k).
+- ``P@k`` = relevant items in the top k / k (k clipped to the database size).
+- ``HP@k = sum_{i<=k} s(q, r_i) / max over any k database items of the same sum``
+  (the ideal takes the k most similar database items). ``HP@1..k`` is a curve.
+- ``AHP@k = trapz(HP@1..HP@k, dx=1/k)`` per query (Barz & Denzler's code);
+  ``mAHP@k`` is its mean over queries.
+
+**Queries with nothing to find**: a query whose class is absent from the
+database has ``AP = 0`` (and ``P@k = 0``); a ``0/0`` in HP (no database item
+has any similarity to the query) counts as ``HP = 0``. Such queries stay in the
+mean (the denominator is always the number of queries), so a database that
+misses classes lowers the score instead of silently shrinking the query set.
+
+If ``k`` exceeds the database size ``N`` (``N - 1`` with ``ref_includes_query``),
+``k`` is clipped to it.
+
+``ref_includes_query=True`` (as in PML's ``AccuracyCalculator``): the first
+``len(queries)`` database items are the queries themselves; each query's own
+item is removed from its ranking and from its relevant set.
+
+Speed: Hamming distances come from faiss's popcount kernel in chunks of
+queries; each row is ranked by sorting integer keys ``distance * N + index``
+(unique, so the order is exactly the stable one) with numpy's SIMD sort, and the
+rank of every relevant item is found by binary search. HP@k needs only the top k
+and, per query class, the ideal curve from the class histogram of the database.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+
+from .codes import binarize, check_binary, to_numpy
+
+__all__ = [
+    "mean_average_precision",
+    "precision_at_k",
+    "hp_at_k",
+    "mahp_at_k",
+    "evaluate_codes",
+    "bit_balance",
+]
+
+DISTANCES = ("hamming", "l1", "l2")
+# Rough number of (query, database) entries per chunk: bounds memory (~4-8 bytes each).
+_CHUNK_ENTRIES = 1 << 24
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _prepare_codes(codes: Any, name: str, distance: str) -> np.ndarray:
+    arr = to_numpy(codes, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (num_items, num_bits) array, got shape {arr.shape}")
+    if distance == "hamming":
+        check_binary(arr, name)
+        # Packing pads the last byte with zeros in every code, which adds no distance.
+        return np.ascontiguousarray(np.packbits(arr.astype(np.uint8, copy=False), axis=1))
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return np.ascontiguousarray(arr)
+
+
+def _prepare_labels(labels: Any, n: int, name: str) -> np.ndarray:
+    arr = to_numpy(labels, name)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of integer labels, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} labels but there are {n} codes")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise ValueError(f"{name} must hold integer labels, got non-integer values")
+        arr = arr.astype(np.int64)
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer labels, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_distance(distance: str) -> None:
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+
+
+def _check_k(k: Any, name: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {k!r}")
+    return int(k)
+
+
+class _Similarity:
+    """Semantic similarities ``1 - d`` between query labels and the database's distinct labels."""
+
+    def __init__(self, semantic_distance: Any, db_labels: np.ndarray, self_excluded: bool):
+        self.source = semantic_distance
+        self.db_unique, self.db_index, counts = np.unique(db_labels, return_inverse=True, return_counts=True)
+        self.db_counts = counts.astype(np.int64)
+        self.self_excluded = self_excluded
+        self._ideal: dict[int, np.ndarray] = {}
+        self.matrix: np.ndarray | None = None
+        if isinstance(semantic_distance, (np.ndarray, torch.Tensor)):
+            m = to_numpy(semantic_distance, "semantic_distance").astype(np.float64)
+            if m.ndim != 2:
+                raise ValueError(f"a semantic distance matrix must be 2-D, got shape {m.shape}")
+            self.matrix = m
+        elif not callable(semantic_distance):
+            raise TypeError(
+                "semantic_distance must be a provider (callable: provider(ids_a, ids_b) -> distances) "
+                f"or a class-by-class distance matrix, got {type(semantic_distance).__name__}"
+            )
+
+    def rows(self, labels: np.ndarray) -> np.ndarray:
+        """Similarities ``(len(labels), num distinct db labels)`` for distinct query ``labels``."""
+        if self.matrix is not None:
+            m = self.matrix
+            hi = max(int(labels.max(initial=-1)), int(self.db_unique.max(initial=-1)))
+            if labels.min(initial=0) < 0 or self.db_unique.min(initial=0) < 0 or hi >= min(m.shape):
+                raise IndexError(
+                    f"labels must index the semantic distance matrix of shape {m.shape}; got labels "
+                    f"in [{min(labels.min(initial=0), self.db_unique.min(initial=0))}, {hi}]"
+                )
+            dist = m[np.ix_(labels, self.db_unique)]
+        else:
+            out = self.source(torch.as_tensor(labels), torch.as_tensor(self.db_unique))
+            dist = to_numpy(out, "semantic distances").astype(np.float64)
+            if dist.shape != (len(labels), len(self.db_unique)):
+                raise ValueError(
+                    f"the semantic distance provider returned shape {dist.shape}, expected "
+                    f"{(len(labels), len(self.db_unique))}"
+                )
+        if not np.isfinite(dist).all() or dist.min(initial=0) < -1e-6 or dist.max(initial=0) > 1 + 1e-6:
+            raise ValueError("semantic distances must be finite and lie in [0, 1]")
+        return 1.0 - np.clip(dist, 0.0, 1.0)
+
+    def ideal(self, label: int, sims: np.ndarray, k: int) -> np.ndarray:
+        """Cumulative ideal similarity sums for ranks ``1..k`` (the best any ranking can do)."""
+        cached = self._ideal.get(label)
+        if cached is not None and len(cached) >= k:
+            return cached[:k]
+        counts = self.db_counts.copy()
+        if self.self_excluded:
+            # The query's own item is not in its ranking.
+            pos = np.searchsorted(self.db_unique, label)
+            if pos < len(self.db_unique) and self.db_unique[pos] == label:
+                counts[pos] -= 1
+        keep = np.nonzero(counts > 0)[0]
+        s, c = sims[keep], counts[keep]
+        if len(s) > k:  # only the k most similar classes can reach the top k
+            part = np.argpartition(-s, k - 1)[:k]
+            s, c = s[part], c[part]
+        order = np.argsort(-s, kind="stable")
+        best = np.cumsum(np.repeat(s[order], c[order])[:k])
+        self._ideal[label] = best
+        return best
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def _distances(q: np.ndarray, db: np.ndarray, distance: str, db_t: torch.Tensor | None) -> np.ndarray:
+    if distance == "hamming":
+        out = np.empty((q.shape[0], db.shape[0]), dtype=np.int32)
+        faiss.hammings(
+            faiss.swig_ptr(q), faiss.swig_ptr(db), q.shape[0], db.shape[0], q.shape[1], faiss.swig_ptr(out)
+        )
+        return out
+    p = 1.0 if distance == "l1" else 2.0
+    # Exact (no matmul shortcut) so that identical codes get exactly equal distances.
+    d = torch.cdist(torch.from_numpy(q), db_t, p=p, compute_mode="donot_use_mm_for_euclid_dist")
+    return d.numpy()
+
+
+def _rank_queries(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    *,
+    distance: str = "hamming",
+    full_ap: bool = False,
+    ap_ks: Sequence[int] = (),
+    p_ks: Sequence[int] = (),
+    hp_k: int | None = None,
+    semantic_distance: Any = None,
+    ref_includes_query: bool = False,
+    chunk_size: int | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """One pass over the queries; returns per-query AP / AP@k / P@k and the HP@1..k rows."""
+    _check_distance(distance)
+    q = _prepare_codes(query_codes, "query_codes", distance)
+    db = _prepare_codes(db_codes, "db_codes", distance)
+    if q.shape[1] != db.shape[1]:
+        raise ValueError(
+            f"query codes have width {to_numpy(query_codes).shape[1]} but database codes "
+            f"{to_numpy(db_codes).shape[1]}: both must have the same number of bits / dimensions"
+        )
+    nq, n = q.shape[0], db.shape[0]
+    ql = _prepare_labels(query_labels, nq, "query_labels")
+    dl = _prepare_labels(db_labels, n, "db_labels")
+    if nq == 0:
+        raise ValueError("there are no queries")
+    if n == 0:
+        raise ValueError("the database is empty")
+    if ref_includes_query:
+        if n < nq:
+            raise ValueError("ref_includes_query=True needs the queries to be the first database items")
+        if not (np.array_equal(q, db[:nq]) and np.array_equal(ql, dl[:nq])):
+            raise ValueError(
+                "ref_includes_query=True but the first len(query) database codes/labels differ from the queries"
+            )
+        if n == 1:
+            raise ValueError("ref_includes_query=True leaves an empty database (one item)")
+    n_eff = n - int(ref_includes_query)
+    ap_ks = [min(_check_k(k), n_eff) for k in ap_ks]
+    p_ks_c = [_check_k(k) for k in p_ks]
+    if hp_k is not None:
+        hp_k = min(_check_k(hp_k), n_eff)
+        if semantic_distance is None:
+            raise ValueError("HP@k needs a semantic_distance (a provider or a class-by-class matrix)")
+        sim = _Similarity(semantic_distance, dl, ref_includes_query)
+    kmax = max([*ap_ks, *(min(k, n_eff) for k in p_ks_c), hp_k or 0])
+
+    # Relevant database indices per label (ascending), for the whole-ranking AP.
+    rel_index: dict[int, np.ndarray] = {}
+    if full_ap:
+        order = np.argsort(dl, kind="stable")
+        labs, starts = np.unique(dl[order], return_index=True)
+        ends = np.append(starts[1:], n)
+        rel_index = {int(lab): order[s:e] for lab, s, e in zip(labs, starts, ends, strict=True)}
+
+    if distance == "hamming":
+        max_d = db.shape[1] * 8 + 1  # +1: the sentinel distance of an excluded self match
+        key_dtype = np.int32 if (max_d + 1) * n < 2**31 else np.int64
+        db_t = None
+    else:
+        key_dtype = np.int64
+        db_t = torch.from_numpy(db)
+    idx = np.arange(n, dtype=key_dtype)
+
+    out_ap = np.zeros(nq) if full_ap else None
+    out_apk = {k: np.zeros(nq) for k in ap_ks}
+    out_p = {k: np.zeros(nq) for k in p_ks_c}
+    out_hp = np.zeros((nq, hp_k)) if hp_k else None
+    ranks_k = np.arange(1, kmax + 1, dtype=np.float64)
+
+    def run_chunk(start: int, stop: int) -> None:
+        rows = np.arange(stop - start)
+        d = _distances(q[start:stop], db, distance, db_t)
+        if distance == "hamming":
+            if ref_includes_query:
+                d[rows, rows + start] = max_d
+            keys = d.astype(key_dtype, copy=False)
+            keys *= n
+            keys += idx
+        else:
+            d += 0.0  # turns a possible -0.0 into +0.0, whose bit pattern sorts first
+            if ref_includes_query:
+                d[rows, rows + start] = np.inf
+            # Non-negative float32 bit patterns sort like the floats: (distance, index) in one int64.
+            keys = (d.view(np.int32).astype(np.int64) << 32) | idx
+        qlab = ql[start:stop]
+        rel_keys: list[np.ndarray | None] = []
+        if full_ap:
+            for r in range(stop - start):
+                rel_idx = rel_index.get(int(qlab[r]))
+                # The own item (ref_includes_query) carries the largest key: drop it after sorting.
+                rel_keys.append(None if rel_idx is None else np.sort(keys[r, rel_idx])[: len(rel_idx) - drop])
+            keys.sort(axis=1)  # in place: keys are unique, so this is the stable (distance, index) order
+            top = keys[:, :kmax]
+        elif kmax < n:
+            top = np.sort(np.partition(keys, kmax - 1, axis=1)[:, :kmax], axis=1)
+        else:
+            top = np.sort(keys, axis=1)
+        top_ids = (top % n) if distance == "hamming" else (top & 0xFFFFFFFF)
+        top_ids = top_ids.astype(np.int64, copy=False)
+
+        if ap_ks or p_ks_c:
+            rel = dl[top_ids] == qlab[:, None]
+            cum = np.cumsum(rel, axis=1)
+            for k in ap_ks:
+                hits = cum[:, k - 1]
+                prec_sum = ((cum[:, :k] / ranks_k[:k]) * rel[:, :k]).sum(axis=1)
+                out_apk[k][start:stop] = np.divide(prec_sum, hits, out=np.zeros(len(hits)), where=hits > 0)
+            for k in p_ks_c:
+                kk = min(k, n_eff)
+                out_p[k][start:stop] = cum[:, kk - 1] / kk
+
+        if full_ap:
+            for r, rk in enumerate(rel_keys):
+                if rk is None or len(rk) == 0:
+                    continue  # class absent from the database: AP = 0
+                pos = np.searchsorted(keys[r], rk) + 1  # 1-based rank of each relevant item
+                out_ap[start + r] = np.mean(np.arange(1, len(rk) + 1) / pos)
+
+        if hp_k:
+            uq, uinv = np.unique(qlab, return_inverse=True)
+            srows = sim.rows(uq)
+            gained = srows[uinv[:, None], sim.db_index[top_ids[:, :hp_k]]].cumsum(axis=1)
+            ideal = np.stack([sim.ideal(int(lab), srows[i], hp_k) for i, lab in enumerate(uq)])[uinv]
+            out_hp[start:stop] = np.divide(gained, ideal, out=np.zeros_like(gained), where=ideal > 0)
+
+    drop = int(ref_includes_query)
+    workers = max(1, num_threads if num_threads is not None else min(8, os.cpu_count() or 1))
+    step = chunk_size or max(1, min(_CHUNK_ENTRIES // n, math.ceil(nq / (4 * workers))))
+    bounds = [(s, min(nq, s + step)) for s in range(0, nq, step)]
+    if workers == 1 or len(bounds) == 1:
+        for s, e in bounds:
+            run_chunk(s, e)
+    else:
+        # numpy's sorts and faiss release the GIL, so chunks of queries overlap on several cores.
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for fut in [pool.submit(run_chunk, s, e) for s, e in bounds]:
+                fut.result()
+
+    return {"ap": out_ap, "ap_k": out_apk, "p_k": out_p, "hp": out_hp, "hp_k": hp_k}
+
+
+def _ahp(hp_rows: np.ndarray) -> np.ndarray:
+    """Per-query area under HP@1..k by the trapezoid rule with ``dx = 1/k`` (Barz & Denzler)."""
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 calls it trapz
+    return trapezoid(hp_rows, dx=1.0 / hp_rows.shape[1], axis=1)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def mean_average_precision(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    k: int | None = None,
+    distance: str = "hamming",
+    *,
+    ref_includes_query: bool = False,
+) -> float:
+    """mAP of ranking the database by code distance (Arponen & Bishop, 2020, section 4).
+
+    ``k=None``: AP over the whole ranking; ``k``: AP@k (divided by the relevant items
+    found in the top k). Relevant = same label; ties broken by database index; a query
+    whose class is absent from the database scores 0 (see the module docstring).
+
+    Example::
+
+        qb, db = binarize(query_z), binarize(db_z)
+        m = mean_average_precision(qb, db, query_labels, db_labels)
+        m1000 = mean_average_precision(qb, db, query_labels, db_labels, k=1000)
+    """
+    res = _rank_queries(
+        query_codes,
+        db_codes,
+        query_labels,
+        db_labels,
+        distance=distance,
+        full_ap=k is None,
+        ap_ks=() if k is None else (k,),
+        ref_includes_query=ref_includes_query,
+    )
+    per_query = res["ap"] if k is None else next(iter(res["ap_k"].values()))
+    return float(per_query.mean())
+
+
+def precision_at_k(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    k: int,
+    distance: str = "hamming",
+    *,
+    ref_includes_query: bool = False,
+) -> float:
+    """Mean fraction of same-label items among the top ``k`` of the ranking (ties by index).
+
+    Example::
+
+        p = precision_at_k(binarize(query_z), binarize(db_z), query_labels, db_labels, k=100)
+        p_cont = precision_at_k(query_z, db_z, query_labels, db_labels, k=100, distance="l1")
+        print(p, p_cont)
+    """
+    res = _rank_queries(
+        query_codes,
+        db_codes,
+        query_labels,
+        db_labels,
+        distance=distance,
+        p_ks=(k,),
+        ref_includes_query=ref_includes_query,
+    )
+    return float(res["p_k"][_check_k(k)].mean())
+
+
+def hp_at_k(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    semantic_distance: Any,
+    k: int = 250,
+    distance: str = "hamming",
+    *,
+    ref_includes_query: bool = False,
+) -> np.ndarray:
+    """The mean hierarchical-precision curve ``[HP@1, ..., HP@k]`` over queries (Barz & Denzler, 2019).
+
+    ``semantic_distance``: a provider (``provider(ids_a, ids_b)``, labels are its ids) or a
+    class-by-class distance matrix in ``[0, 1]``. Returns a float64 array of length
+    ``min(k, database size)``.
+
+    Example::
+
+        provider = HierarchyDistance.from_file("cifar100.parent-child.txt", classes)
+        curve = hp_at_k(binarize(qz), binarize(dbz), ql, dl, provider, k=250)
+        plot_hp_curves({"SHREWD 64 bit": curve}, "hp.png")
+    """
+    res = _rank_queries(
+        query_codes,
+        db_codes,
+        query_labels,
+        db_labels,
+        distance=distance,
+        hp_k=k,
+        semantic_distance=semantic_distance,
+        ref_includes_query=ref_includes_query,
+    )
+    return res["hp"].mean(axis=0)
+
+
+def mahp_at_k(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    semantic_distance: Any,
+    k: int = 250,
+    distance: str = "hamming",
+    *,
+    ref_includes_query: bool = False,
+) -> float:
+    """mAHP@k: mean over queries of ``trapz(HP@1..HP@k, dx=1/k)`` (Barz & Denzler; the paper's mAHP@250).
+
+    Example::
+
+        score = mahp_at_k(binarize(qz), binarize(dbz), ql, dl, class_distance_matrix, k=250)
+        score_cont = mahp_at_k(qz, dbz, ql, dl, class_distance_matrix, k=250, distance="l1")
+        print(score, score_cont)
+    """
+    res = _rank_queries(
+        query_codes,
+        db_codes,
+        query_labels,
+        db_labels,
+        distance=distance,
+        hp_k=k,
+        semantic_distance=semantic_distance,
+        ref_includes_query=ref_includes_query,
+    )
+    return float(_ahp(res["hp"]).mean())
+
+
+def bit_balance(bits: Any) -> float:
+    """Mean over bits of ``|fraction of ones - 0.5|``: 0 = every bit splits the codes evenly, 0.5 = constant bits.
+
+    Example::
+
+        b = bit_balance(binarize(db_z))
+        assert 0.0 <= b <= 0.5
+        print(f"bit balance {b:.3f}")
+    """
+    arr = to_numpy(bits, "bits")
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"bits must be a non-empty 2-D (N, K) array, got shape {arr.shape}")
+    check_binary(arr, "bits")
+    return float(np.abs(arr.mean(axis=0, dtype=np.float64) - 0.5).mean())
+
+
+def evaluate_codes(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    semantic_distance: Any = None,
+    k: int = 250,
+    threshold: float = 0.5,
+    *,
+    continuous_distance: str = "l1",
+    ref_includes_query: bool = False,
+    return_curves: bool = False,
+) -> dict[str, Any]:
+    """Evaluate continuous codes both binarised (Hamming ranking) and as they are (L1 ranking).
+
+    Takes CONTINUOUS codes in ``[0, 1]`` (e.g. sigmoid outputs), binarises them with
+    ``threshold`` and returns, for the Hamming ranking of the binary codes:
+    ``"mAP"`` (whole ranking), ``f"mAP@{k}"``, ``f"P@{k}"`` and, given a
+    ``semantic_distance``, ``f"mAHP@{k}"``; the same keys with the suffix
+    ``"_continuous"`` for the ``continuous_distance`` ranking of the continuous codes
+    (L1 by default: it becomes Hamming once binary), so the binarisation drop is visible.
+    Also ``"bit_balance"`` (:func:`bit_balance` of the binary database codes) and
+    ``"quantization_error"`` (mean ``|z - b|`` over database codes; 0 = already binary).
+    ``return_curves=True`` adds ``"hp_curve"`` / ``"hp_curve_continuous"`` (lists).
+
+    Example::
+
+        metrics = evaluate_codes(test_z, train_z, test_y, train_y, semantic_distance=provider)
+        print(metrics["mAP"], metrics["mAHP@250"], metrics["mAHP@250_continuous"])
+        print(metrics["bit_balance"])
+    """
+    k = _check_k(k)
+    qz = to_numpy(query_codes, "query_codes")
+    dz = to_numpy(db_codes, "db_codes")
+    if np.issubdtype(dz.dtype, np.floating) and dz.size and (np.nanmin(dz) < 0 or np.nanmax(dz) > 1):
+        raise ValueError(
+            "evaluate_codes expects continuous codes in [0, 1] (e.g. sigmoid outputs); "
+            "map [-1, 1] codes with (z + 1) / 2 first"
+        )
+    qb, db = binarize(qz, threshold), binarize(dz, threshold)
+    out: dict[str, Any] = {}
+    hp = k if semantic_distance is not None else None
+    for suffix, qc, dc, dist in (("", qb, db, "hamming"), ("_continuous", qz, dz, continuous_distance)):
+        res = _rank_queries(
+            qc,
+            dc,
+            query_labels,
+            db_labels,
+            distance=dist,
+            full_ap=True,
+            ap_ks=(k,),
+            p_ks=(k,),
+            hp_k=hp,
+            semantic_distance=semantic_distance,
+            ref_includes_query=ref_includes_query,
+        )
+        out[f"mAP{suffix}"] = float(res["ap"].mean())
+        out[f"mAP@{k}{suffix}"] = float(next(iter(res["ap_k"].values())).mean())
+        out[f"P@{k}{suffix}"] = float(res["p_k"][k].mean())
+        if hp is not None:
+            out[f"mAHP@{k}{suffix}"] = float(_ahp(res["hp"]).mean())
+            if return_curves:
+                out[f"hp_curve{suffix}"] = res["hp"].mean(axis=0).tolist()
+    out["bit_balance"] = bit_balance(db)
+    out["quantization_error"] = float(np.abs(dz.astype(np.float64) - db).mean()) if dz.size else math.nan
+    return out
