@@ -4,7 +4,7 @@ from .base import BadSample, ImageSamples, SampleView, collate_skipping, load_rg
 from .captions import CaptionedImages
 from .cifar import TorchvisionCIFAR
 from .factory import CIFAR10_CLASSES, DATASET_KINDS, build_datasets, infer_dataset_kind, semantic_distance_for
-from .folder import FolderImages
+from .folder import FolderImages, ImageFiles
 from .npz import NpzImages
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "CaptionedImages",
     "TorchvisionCIFAR",
     "FolderImages",
+    "ImageFiles",
     "NpzImages",
     "CIFAR10_CLASSES",
     "DATASET_KINDS",

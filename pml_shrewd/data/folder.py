@@ -49,3 +49,49 @@ class FolderImages(ImageSamples):
 
     def sample_name(self, index: int) -> str:
         return self.samples[index]
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class ImageFiles(ImageSamples):
+    """A plain list of image files (no labels: every label is 0), e.g. a folder of photos to index.
+
+    Example::
+
+        photos = ImageFiles.from_folder("~/Pictures", transform=model.transform())
+        image, _ = photos[0]
+    """
+
+    def __init__(self, paths: list[str], transform: Callable | None = None) -> None:
+        if not paths:
+            raise ValueError("ImageFiles: no image paths given")
+        self.samples = [os.fspath(p) for p in paths]
+        self.targets = [0] * len(self.samples)
+        self.classes = ["unlabelled"]
+        self.transform = transform
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike, transform: Callable | None = None) -> ImageFiles:
+        """All images under ``root`` (recursively, sorted)."""
+        root = os.path.expanduser(os.fspath(root))
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"ImageFiles: no such directory {root!r}")
+        paths = sorted(
+            os.path.join(d, f)
+            for d, _, files in os.walk(root)
+            for f in files
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        if not paths:
+            raise ValueError(f"ImageFiles: no images under {root!r}")
+        return cls(paths, transform)
+
+    def load(self, index: int) -> Image.Image | BadSample:
+        try:
+            return load_rgb(self.samples[index])
+        except (OSError, ValueError, SyntaxError) as err:
+            return BadSample(index, f"{type(err).__name__}: {err}")
+
+    def sample_name(self, index: int) -> str:
+        return self.samples[index]

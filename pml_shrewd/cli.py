@@ -1,0 +1,362 @@
+"""The ``pml-shrewd`` command line: train, evaluate, index, search, plot, demo.
+
+Examples::
+
+    pml-shrewd demo                                   # CIFAR-10 sample shipped in examples/, no download
+    pml-shrewd train --data cifar100 --dataset cifar100 --download --backbone resnet18 --small-images
+    accelerate launch -m pml_shrewd.cli train --config recipes/configs/cifar100_shrewd.json
+    pml-shrewd evaluate --model runs/shrewd
+    pml-shrewd index --model runs/shrewd --data photos/ --out photos.index
+    pml-shrewd search --index photos.index query.jpg --k 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+DEMO_DATA = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "data", "cifar10-sample"
+)
+ALIASES = {"data_path": ["--data"], "num_bits": ["--bits"]}
+
+
+# ---------------------------------------------------------------------- train flags
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per :class:`TrainConfig` field (defaults None: the config file or dataclass wins)."""
+    from .training import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("training configuration (override --config)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        flags = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        base = next((a for a in args if a is not type(None)), hint) if args else hint
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if base is bool:
+            group.add_argument(
+                *flags,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"(default {default})",
+            )
+        else:
+            group.add_argument(*flags, dest=f.name, type=base, default=None, help=f"(default {default})")
+
+
+def config_from_args(args: argparse.Namespace):
+    from .training import TrainConfig
+
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)
+    }
+    if getattr(args, "config", None):
+        return TrainConfig.load(args.config, **overrides)
+    return TrainConfig.from_dict({}, **overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from .training import Trainer
+
+    config = config_from_args(args)
+    trainer = Trainer(config)
+    metrics = trainer.fit(resume=args.resume)
+    if trainer.accelerator.is_main_process:
+        print_metrics(metrics, f"final metrics ({config.output_dir}/metrics.json)")
+    return metrics
+
+
+# ---------------------------------------------------------------------- evaluate
+def _model_and_data(args: argparse.Namespace):
+    from .data import build_datasets
+    from .training import TrainConfig, load_trained_model
+
+    model, info = load_trained_model(args.model)
+    train_cfg = TrainConfig.from_dict(info["train"])
+    dataset = args.dataset or (train_cfg.dataset if args.data is None else "auto")
+    data = args.data or train_cfg.data_path
+    tf = model.transform(train=False)
+    train, test = build_datasets(
+        dataset,
+        data,
+        tf,
+        tf,
+        test_fraction=train_cfg.test_fraction,
+        seed=train_cfg.seed,
+        max_train_samples=args.max_db or train_cfg.max_train_samples,
+        max_test_samples=args.max_queries or train_cfg.max_test_samples,
+    )
+    return model, info, train_cfg, train, test
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    from .data import semantic_distance_for
+    from .retrieval import evaluate_codes
+    from .training import encode_dataset
+
+    model, info, cfg, db, queries = _model_and_data(args)
+    provider = semantic_distance_for(
+        db, args.semantic or cfg.semantic, cfg.sentence_model, cfg.hierarchy_file
+    )
+    q_codes, q_labels, _ = encode_dataset(model, queries, args.batch_size)
+    db_codes, db_labels, _ = encode_dataset(model, db, args.batch_size)
+    k = min(args.k, len(db_codes))
+    result = evaluate_codes(
+        q_codes, db_codes, q_labels, db_labels, semantic_distance=provider, k=k, return_curves=True
+    )
+    curves = {key: np.asarray(result.pop(key)) for key in list(result) if key.startswith("hp_curve")}
+    metrics = {key: float(v) for key, v in result.items()}
+    out = args.output_dir or args.model
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "eval_metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    np.savez(
+        os.path.join(out, "codes.npz"),
+        query_codes=q_codes.numpy(),
+        query_labels=q_labels.numpy(),
+        db_codes=db_codes.numpy(),
+        db_labels=db_labels.numpy(),
+        classes=np.array(db.classes if getattr(db, "captions", None) is None else []),
+        **curves,
+    )
+    print_metrics(
+        metrics, f"evaluation of {args.model} ({len(q_codes)} queries, {len(db_codes)} database items)"
+    )
+    return metrics
+
+
+# ---------------------------------------------------------------------- index / search
+def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import FolderImages, ImageFiles, build_datasets
+    from .retrieval import HashIndex
+    from .training import encode_dataset, load_trained_model
+
+    model, info = load_trained_model(args.model)
+    tf = model.transform(train=False)
+    data = os.fspath(args.data)
+    if os.path.isdir(data) and not any(
+        os.path.isdir(os.path.join(data, s)) for s in ("train", "test", "val")
+    ):
+        has_class_dirs = any(e.is_dir() for e in os.scandir(data))
+        dataset = FolderImages(data, tf) if has_class_dirs else ImageFiles.from_folder(data, tf)
+    else:
+        train, test = build_datasets(args.dataset or "auto", data, tf, tf)
+        dataset = train if args.split == "train" else test
+    codes, labels, kept = encode_dataset(model, dataset, args.batch_size)
+    index = HashIndex(model.num_bits)
+    index.add(codes, ids=list(range(len(kept))), labels=labels)
+    os.makedirs(args.out, exist_ok=True)
+    index.save(os.path.join(args.out, "index.faiss"))
+    captions = getattr(dataset, "captions", None)
+    meta = {
+        "model": os.path.realpath(args.model),
+        "num_bits": model.num_bits,
+        "paths": [dataset.sample_name(i) for i in kept],
+        "labels": labels.tolist(),
+        "label_names": [(captions or dataset.classes)[int(y)] for y in labels.tolist()],
+        "skipped": len(dataset) - len(kept),
+    }
+    with open(os.path.join(args.out, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    print(
+        f"indexed {len(kept)} images ({meta['skipped']} unreadable skipped) with {model.num_bits} bits -> {args.out}"
+    )
+    return meta
+
+
+def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
+    from .data import ImageFiles
+    from .retrieval import HashIndex
+    from .training import encode_dataset, load_trained_model
+
+    with open(os.path.join(args.index, "meta.json")) as f:
+        meta = json.load(f)
+    index = HashIndex.load(os.path.join(args.index, "index.faiss"))
+    model, _ = load_trained_model(args.model or meta["model"])
+    missing = [q for q in args.queries if not os.path.isfile(q)]
+    if missing:
+        raise FileNotFoundError(f"search: no such query image(s): {missing}")
+    codes, _, kept = encode_dataset(model, ImageFiles(list(args.queries), model.transform(train=False)))
+    if len(kept) < len(args.queries):
+        bad = [q for i, q in enumerate(args.queries) if i not in set(kept)]
+        print(f"skipped unreadable query image(s): {bad}", file=sys.stderr)
+    dist, ids = index.search(codes, min(args.k, len(meta["paths"])))
+    results = []
+    for qi, row_d, row_i in zip(kept, dist.tolist(), ids.tolist()):
+        hits = [
+            {
+                "rank": r + 1,
+                "hamming": int(d),
+                "id": int(i),
+                "label": meta["label_names"][i],
+                "path": meta["paths"][i],
+            }
+            for r, (d, i) in enumerate(zip(row_d, row_i))
+            if i >= 0
+        ]
+        results.append(hits)
+        print(f"query {args.queries[qi]}")
+        for h in hits:
+            print(f"  {h['rank']:3d}  hamming {h['hamming']:3d}  {h['label']}  {h['path']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+# ---------------------------------------------------------------------- plot
+def cmd_plot(args: argparse.Namespace) -> list[str]:
+    import numpy as np
+
+    from .retrieval import plot_code_histogram, plot_hp_curves
+
+    if not os.path.isfile(args.codes):
+        raise FileNotFoundError(f"plot: no such file {args.codes!r} (write it with `pml-shrewd evaluate`)")
+    data = np.load(args.codes)
+    os.makedirs(args.out_dir, exist_ok=True)
+    written = [os.path.join(args.out_dir, "code_histogram.png")]
+    plot_code_histogram(data["db_codes"], written[0], title="code values (database)")
+    curves = {
+        name: data[key]
+        for name, key in (("binary (Hamming)", "hp_curve"), ("continuous (L1)", "hp_curve_continuous"))
+        if key in data
+    }
+    if curves:
+        written.append(os.path.join(args.out_dir, "hp_curves.png"))
+        plot_hp_curves(curves, written[-1], title="hierarchical precision HP@k")
+    for p in written:
+        print(f"wrote {p}")
+    return written
+
+
+# ---------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from .training import TrainConfig, Trainer
+
+    if not os.path.isdir(args.data):
+        raise FileNotFoundError(f"demo data {args.data!r} not found (it ships in the repository's examples/)")
+    config = TrainConfig(
+        dataset="folder",
+        data_path=args.data,
+        backbone=args.backbone,
+        num_bits=args.bits,
+        small_images=True,
+        variant="shrewd",
+        epochs=args.epochs,
+        batch_size=64,
+        lr=2e-3,
+        weight_decay=5e-4,
+        eval_every=0,
+        checkpoint_every=args.epochs,
+        output_dir=args.output_dir,
+        seed=args.seed,
+        hp_k=250,
+    )
+    print(
+        f"demo: SHREWD ({args.backbone}, {args.bits} bits, {args.epochs} epochs) on the CIFAR-10 sample "
+        f"in {args.data} (2,000 train / 500 test images, WordNet hierarchy)"
+    )
+    metrics = Trainer(config).fit()
+    print_metrics(metrics, f"demo results ({args.output_dir}/metrics.json)")
+    return metrics
+
+
+def print_metrics(metrics: dict[str, Any], title: str) -> None:
+    print(title)
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            print(f"  {key:<28s} {value:.4f}")
+        elif isinstance(value, int):
+            print(f"  {key:<28s} {value}")
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pml-shrewd", description="SHREWD / SHRED semantic deep hashing")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a hashing model (config file and/or flags)")
+    p.add_argument("--config", help="JSON (or YAML) TrainConfig file; flags override it")
+    p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    def data_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", required=True, help="run folder (or checkpoint folder) of a trained model")
+        p.add_argument("--data", help="data path (default: the one the model was trained on)")
+        p.add_argument("--dataset", help="layout: auto|cifar10|cifar100|npz|folder|captions")
+        p.add_argument("--max-db", type=int, help="database subset size")
+        p.add_argument("--max-queries", type=int, help="query subset size")
+        p.add_argument("--batch-size", type=int, default=256)
+
+    p = sub.add_parser(
+        "evaluate", help="mAP, mAHP@k (binary and continuous) of test queries vs the train database"
+    )
+    data_flags(p)
+    p.add_argument("--semantic", help="hierarchy|label|sentence (default: as trained)")
+    p.add_argument("--k", type=int, default=250, help="k of mAHP@k")
+    p.add_argument("--output-dir", help="where eval_metrics.json and codes.npz go (default: --model)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("index", help="build a faiss binary index of a folder or data set")
+    p.add_argument("--model", required=True)
+    p.add_argument(
+        "--data", required=True, help="image folder (class subfolders or flat), npz, captions file, ..."
+    )
+    p.add_argument("--dataset", help="layout for non-folder data (default auto)")
+    p.add_argument("--split", choices=["train", "test"], default="train", help="split of a data set to index")
+    p.add_argument("--out", required=True, help="output folder (index.faiss + meta.json)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="top-k of query images in an index, with labels and Hamming distances")
+    p.add_argument("--index", required=True, help="folder written by `index`")
+    p.add_argument("queries", nargs="+", help="query image files")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--model", help="model folder (default: the one that built the index)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("plot", help="code histogram and HP@k curves from the codes.npz `evaluate` writes")
+    p.add_argument("--codes", required=True, help="codes.npz written by `evaluate`")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "demo", help="train + evaluate a small model on the shipped CIFAR-10 sample (no download)"
+    )
+    p.add_argument("--data", default=DEMO_DATA)
+    p.add_argument("--backbone", default="resnet10t")
+    p.add_argument("--bits", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="runs/demo")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pml-shrewd`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"pml-shrewd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
