@@ -225,10 +225,11 @@ def _rank_queries(
     _check_distance(distance)
     q = _prepare_codes(query_codes, "query_codes", distance)
     db = _prepare_codes(db_codes, "db_codes", distance)
-    if q.shape[1] != db.shape[1]:
+    q_width, db_width = to_numpy(query_codes).shape[1], to_numpy(db_codes).shape[1]
+    if q_width != db_width:
         raise ValueError(
-            f"query codes have width {to_numpy(query_codes).shape[1]} but database codes "
-            f"{to_numpy(db_codes).shape[1]}: both must have the same number of bits / dimensions"
+            f"query codes have width {q_width} but database codes {db_width}: "
+            "both must have the same number of bits / dimensions"
         )
     nq, n = q.shape[0], db.shape[0]
     ql = _prepare_labels(query_labels, nq, "query_labels")
