@@ -1,6 +1,7 @@
 """Retrieval and evaluation: binary codes, faiss Hamming search, mAP / P@k / HP@k / mAHP@k."""
 
 from .codes import binarize, pack_codes, unpack_codes
+from .hash_index import HashIndex
 from .metrics import (
     bit_balance,
     evaluate_codes,
@@ -11,6 +12,7 @@ from .metrics import (
 )
 
 __all__ = [
+    "HashIndex",
     "binarize",
     "pack_codes",
     "unpack_codes",

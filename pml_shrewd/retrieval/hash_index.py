@@ -1,0 +1,381 @@
+"""A Hamming-distance search index over faiss binary indexes, with item ids and labels.
+
+SHREWD / SHRED codes (Arponen & Bishop, arXiv 2005.04917) are searched by Hamming
+distance. :class:`HashIndex` wraps faiss's binary indexes (``IndexBinaryFlat``
+by default: exact, fast popcount; ``IndexBinaryHNSW`` / ``IndexBinaryIVF`` /
+``IndexBinaryMultiHash`` for large databases) and keeps the metadata a user
+needs beside it: the number of bits, the index type, item ids and labels.
+
+Example::
+
+    index = HashIndex(num_bits=64)
+    index.add(binarize(db_z), labels=db_labels)
+    distances, ids = index.search(binarize(query_z), k=250)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .codes import pack_codes, to_numpy
+
+__all__ = ["HashIndex"]
+
+INDEX_TYPES = ("flat", "hnsw", "ivf", "multihash")
+_FORMAT_VERSION = 1
+
+
+class HashIndex:
+    """Hamming search over binary codes (a faiss binary index plus ids, labels and settings).
+
+    Args:
+        num_bits: code length K; must be a positive multiple of 8 (faiss stores bytes).
+        index_type: ``"flat"`` (exact; ties broken by insertion order, like the metrics),
+            ``"hnsw"`` (graph, approximate), ``"ivf"`` (inverted lists, approximate;
+            needs training, see below) or ``"multihash"`` (exact Hamming within the hashed
+            buckets; may return fewer than k results).
+        hnsw_m: neighbours per HNSW node (``IndexBinaryHNSW(d, M)``).
+        ef_search, ef_construction: HNSW search / build breadth.
+        nlist: IVF lists; ``None`` picks ``round(sqrt(n))`` (at most ``n // 39``, at least 1)
+            from the codes it is trained on.
+        nprobe: IVF lists visited per query.
+        num_tables, bits_per_table, max_flips: multi-hash tables, bits hashed per table
+            (``None``: ``min(16, num_bits // num_tables)``) and bit flips explored per table.
+
+    **IVF training**: an untrained IVF index trains itself on the codes of the first
+    :meth:`add` call (or call :meth:`train` with a representative sample first).
+
+    **Codes**: :meth:`add`, :meth:`search` and :meth:`range_search` take *unpacked* 0/1
+    codes ``(N, num_bits)`` (numpy or torch); :meth:`add_packed` / :meth:`search_packed`
+    take ``uint8`` rows ``(N, num_bits / 8)`` from :func:`pack_codes`. Being explicit
+    avoids guessing: an ``(N, 8)`` uint8 array could be either.
+
+    **Results**: distances are ``int32`` Hamming distances; ids are the item ids given
+    to :meth:`add` (default: insertion positions 0, 1, ...). Where an approximate index
+    finds fewer than ``k`` items, ids are ``-1`` and distances ``num_bits + 1``.
+
+    Example::
+
+        index = HashIndex(64, index_type="hnsw")
+        index.add(train_bits, labels=train_labels)
+        dist, ids = index.search(test_bits, k=10); neighbour_labels = index.get_labels(ids)
+    """
+
+    def __init__(
+        self,
+        num_bits: int,
+        index_type: str = "flat",
+        *,
+        hnsw_m: int = 16,
+        ef_search: int = 64,
+        ef_construction: int = 40,
+        nlist: int | None = None,
+        nprobe: int = 8,
+        num_tables: int = 4,
+        bits_per_table: int | None = None,
+        max_flips: int = 2,
+    ):
+        if isinstance(num_bits, bool) or not isinstance(num_bits, (int, np.integer)) or num_bits <= 0:
+            raise ValueError(f"num_bits must be a positive integer, got {num_bits!r}")
+        if num_bits % 8 != 0:
+            raise ValueError(
+                f"num_bits={num_bits} must be a multiple of 8 (faiss binary indexes store bytes)"
+            )
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
+        self.num_bits = int(num_bits)
+        self.index_type = index_type
+        self.options: dict[str, Any] = {
+            "hnsw_m": hnsw_m,
+            "ef_search": ef_search,
+            "ef_construction": ef_construction,
+            "nlist": nlist,
+            "nprobe": nprobe,
+            "num_tables": num_tables,
+            "bits_per_table": (
+                bits_per_table if bits_per_table is not None else max(1, min(16, self.num_bits // num_tables))
+            ),
+            "max_flips": max_flips,
+        }
+        if index_type == "multihash" and num_tables * self.options["bits_per_table"] > self.num_bits:
+            raise ValueError(
+                f"multihash needs num_tables * bits_per_table <= num_bits, got "
+                f"{num_tables} * {self.options['bits_per_table']} > {self.num_bits}"
+            )
+        self._quantizer = None
+        self._index = None if index_type == "ivf" else self._build(None)
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._labels: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    def _build(self, n_train: int | None):
+        o, d = self.options, self.num_bits
+        if self.index_type == "flat":
+            index = faiss.IndexBinaryFlat(d)
+            # The counting search (not the heap) returns ties in insertion order.
+            index.use_heap = False
+            return index
+        if self.index_type == "hnsw":
+            index = faiss.IndexBinaryHNSW(d, int(o["hnsw_m"]))
+            index.hnsw.efSearch = int(o["ef_search"])
+            index.hnsw.efConstruction = int(o["ef_construction"])
+            return index
+        if self.index_type == "multihash":
+            index = faiss.IndexBinaryMultiHash(d, int(o["num_tables"]), int(o["bits_per_table"]))
+            index.nflip = int(o["max_flips"])
+            return index
+        nlist = o["nlist"]
+        if nlist is None:
+            nlist = int(max(1, min(round(np.sqrt(n_train)), n_train // 39)))
+            self.options["nlist"] = nlist
+        self._quantizer = faiss.IndexBinaryFlat(d)  # kept: the IVF index does not own it
+        index = faiss.IndexBinaryIVF(self._quantizer, d, int(nlist))
+        index.nprobe = int(o["nprobe"])
+        return index
+
+    def _check_packed(self, packed: Any, name: str) -> np.ndarray:
+        arr = to_numpy(packed, name)
+        if arr.ndim != 2 or arr.dtype != np.uint8:
+            raise ValueError(f"{name} must be a 2-D uint8 array of packed codes, got {arr.dtype} {arr.shape}")
+        if arr.shape[1] * 8 != self.num_bits:
+            raise ValueError(
+                f"{name} have {arr.shape[1]} bytes ({arr.shape[1] * 8} bits) per code, "
+                f"but this index holds {self.num_bits}-bit codes"
+            )
+        return np.ascontiguousarray(arr)
+
+    def _pack(self, codes: Any, name: str) -> np.ndarray:
+        arr = to_numpy(codes, name)
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D (N, num_bits) array of 0/1 codes, got shape {arr.shape}")
+        if arr.shape[1] != self.num_bits:
+            hint = (
+                " (packed bytes? use add_packed / search_packed)" if arr.shape[1] * 8 == self.num_bits else ""
+            )
+            raise ValueError(
+                f"{name} have {arr.shape[1]} bits per code but this index holds {self.num_bits}-bit codes{hint}"
+            )
+        return pack_codes(arr)
+
+    # ------------------------------------------------------------------ adding
+
+    def train(self, codes: Any) -> HashIndex:
+        """Train an IVF index on unpacked 0/1 codes (other index types need no training)."""
+        return self.train_packed(self._pack(codes, "codes"))
+
+    def train_packed(self, packed: Any) -> HashIndex:
+        """:meth:`train` for packed ``uint8`` codes."""
+        packed = self._check_packed(packed, "packed codes")
+        if self.index_type != "ivf":
+            return self
+        if self._index is not None and self._index.is_trained:
+            raise RuntimeError("this IVF index is already trained")
+        if self._index is None:
+            self._index = self._build(len(packed))
+        nlist = self._index.nlist
+        if len(packed) < nlist:
+            raise ValueError(f"IVF training needs at least nlist={nlist} codes, got {len(packed)}")
+        self._index.train(packed)
+        return self
+
+    def add(self, codes: Any, ids: Any = None, labels: Any = None) -> HashIndex:
+        """Add unpacked 0/1 codes ``(N, num_bits)`` with optional item ids and labels.
+
+        ``ids``: int64 item ids (default: positions continuing from ``len(self)``).
+        ``labels``: one integer label per item; give labels with every call or never.
+        """
+        return self.add_packed(self._pack(codes, "codes"), ids=ids, labels=labels)
+
+    def add_packed(self, packed: Any, ids: Any = None, labels: Any = None) -> HashIndex:
+        """:meth:`add` for packed ``uint8`` codes ``(N, num_bits / 8)``."""
+        packed = self._check_packed(packed, "packed codes")
+        n = len(packed)
+        ids = (
+            np.arange(len(self), len(self) + n, dtype=np.int64)
+            if ids is None
+            else self._check_column(ids, n, "ids")
+        )
+        if labels is not None:
+            labels = self._check_column(labels, n, "labels")
+            if self._labels is None and len(self) > 0:
+                raise ValueError("labels were not given for the items already in the index")
+        elif self._labels is not None:
+            raise ValueError("this index stores labels: pass labels= for the new items too")
+        if self.index_type == "ivf" and (self._index is None or not self._index.is_trained):
+            self.train_packed(packed)  # documented: train on the first codes added
+        self._index.add(packed)
+        self._ids = np.concatenate([self._ids, ids])
+        if labels is not None:
+            self._labels = labels if self._labels is None else np.concatenate([self._labels, labels])
+        return self
+
+    @staticmethod
+    def _check_column(values: Any, n: int, name: str) -> np.ndarray:
+        arr = to_numpy(values, name)
+        if arr.ndim != 1 or len(arr) != n:
+            raise ValueError(
+                f"{name} must be a 1-D array with one entry per code ({n}), got shape {arr.shape}"
+            )
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+        return arr.astype(np.int64)
+
+    # ------------------------------------------------------------------ searching
+
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by Hamming distance for unpacked 0/1 queries: ``(distances, ids)``, each ``(Q, k)``."""
+        return self.search_packed(self._pack(queries, "queries"), k)
+
+    def search_packed(self, packed: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for packed ``uint8`` queries."""
+        packed = self._check_packed(packed, "packed queries")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if self._index is None or len(self) == 0:
+            raise RuntimeError("the index is empty: add codes before searching")
+        dist, pos = self._index.search(packed, int(k))
+        missing = pos < 0
+        ids = self._ids[np.where(missing, 0, pos)]
+        ids[missing] = -1
+        dist = dist.astype(np.int32, copy=False)
+        dist[missing] = self.num_bits + 1
+        return dist, ids
+
+    def range_search(self, queries: Any, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """All items within Hamming distance ``radius`` (inclusive) of each unpacked query.
+
+        Returns one ``(distances, ids)`` pair per query, sorted by distance then insertion
+        order. Not available for ``"hnsw"`` (faiss has no binary HNSW range search).
+        """
+        return self.range_search_packed(self._pack(queries, "queries"), radius)
+
+    def range_search_packed(self, packed: Any, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`range_search` for packed ``uint8`` queries."""
+        packed = self._check_packed(packed, "packed queries")
+        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
+            raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
+        if self.index_type == "hnsw":
+            raise NotImplementedError("range_search is not supported by faiss's binary HNSW index")
+        if self._index is None or len(self) == 0:
+            return [(np.zeros(0, np.int32), np.zeros(0, np.int64)) for _ in range(len(packed))]
+        # faiss keeps distances strictly below its radius: +1 makes ours inclusive.
+        lims, dist, pos = self._index.range_search(packed, int(radius) + 1)
+        out = []
+        for i in range(len(packed)):
+            d = np.asarray(dist[lims[i] : lims[i + 1]]).astype(np.int32)
+            p = np.asarray(pos[lims[i] : lims[i + 1]]).astype(np.int64)
+            order = np.lexsort((p, d))
+            out.append((d[order], self._ids[p[order]]))
+        return out
+
+    # ------------------------------------------------------------------ metadata
+
+    def __len__(self) -> int:
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Item ids in insertion order."""
+        return self._ids
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """Item labels in insertion order (``None`` if none were given)."""
+        return self._labels
+
+    def get_labels(self, ids: Any) -> np.ndarray:
+        """Labels of items by id (any shape; ``-1`` ids map to label ``-1``)."""
+        if self._labels is None:
+            raise ValueError("this index stores no labels; pass labels= to add()")
+        ids = np.asarray(to_numpy(ids, "ids"), dtype=np.int64)
+        order = np.argsort(self._ids, kind="stable")
+        sorted_ids = self._ids[order]
+        where = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
+        found = (sorted_ids[where] == ids) if len(sorted_ids) else np.zeros(ids.shape, bool)
+        if not found[ids >= 0].all():
+            raise KeyError(f"unknown item id {ids[(ids >= 0) & ~found].ravel()[0]}")
+        out = self._labels[order[where]]
+        return np.where(ids < 0, -1, out)
+
+    def memory_bytes(self) -> int:
+        """Bytes of the serialised faiss index plus ids and labels (what a save writes)."""
+        index_bytes = 0 if self._index is None else len(faiss.serialize_index_binary(self._index))
+        return index_bytes + self._ids.nbytes + (0 if self._labels is None else self._labels.nbytes)
+
+    def __repr__(self) -> str:
+        return f"HashIndex(num_bits={self.num_bits}, index_type={self.index_type!r}, size={len(self)})"
+
+    def _apply_search_options(self) -> None:
+        # Search-time settings are not all stored in faiss files: set them again after loading.
+        o, index = self.options, self._index
+        if self.index_type == "flat":
+            index.use_heap = False
+        elif self.index_type == "hnsw":
+            index.hnsw.efSearch = int(o["ef_search"])
+        elif self.index_type == "ivf":
+            index.nprobe = int(o["nprobe"])
+        else:
+            index.nflip = int(o["max_flips"])
+
+    # ------------------------------------------------------------------ persistence
+
+    @staticmethod
+    def _meta_path(path: Path) -> Path:
+        return path.with_name(path.name + ".meta.npz")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the faiss index to ``path`` and the metadata to ``<path>.meta.npz``.
+
+        The sidecar holds a JSON config (bits, index type, options, format version),
+        the item ids and the labels. Returns ``path``.
+        """
+        if self._index is None:
+            raise RuntimeError("nothing to save: the IVF index has not been trained or filled")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        faiss.write_index_binary(self._index, str(path))
+        config = {
+            "format_version": _FORMAT_VERSION,
+            "num_bits": self.num_bits,
+            "index_type": self.index_type,
+            "options": self.options,
+            "has_labels": self._labels is not None,
+        }
+        with open(self._meta_path(path), "wb") as f:
+            np.savez(
+                f,
+                config=np.array(json.dumps(config)),
+                ids=self._ids,
+                labels=self._labels if self._labels is not None else np.zeros(0, np.int64),
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> HashIndex:
+        """Read an index written by :meth:`save` (the faiss file and its ``.meta.npz`` sidecar)."""
+        path = Path(path)
+        meta_path = cls._meta_path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no index file at {path}")
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"missing metadata sidecar {meta_path} (written by HashIndex.save)")
+        with np.load(meta_path, allow_pickle=False) as meta:
+            config = json.loads(str(meta["config"]))
+            ids, labels = meta["ids"].astype(np.int64), meta["labels"].astype(np.int64)
+        if config.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(f"unsupported HashIndex format version {config.get('format_version')!r}")
+        obj = cls(config["num_bits"], config["index_type"], **config["options"])
+        index = faiss.read_index_binary(str(path))
+        if index.d != obj.num_bits or index.ntotal != len(ids):
+            raise ValueError(f"{path} does not match its metadata ({index.d} bits, {index.ntotal} items)")
+        obj._index = index
+        obj._apply_search_options()
+        obj._ids = ids
+        obj._labels = labels if config["has_labels"] else None
+        return obj

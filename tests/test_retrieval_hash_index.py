@@ -1,0 +1,141 @@
+"""HashIndex against brute-force numpy Hamming distances (popcount over xor)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pml_shrewd.retrieval import HashIndex, pack_codes
+
+
+def brute_force(queries, db):
+    """Hamming distances by popcount of xor-ed packed bytes, with explicit (distance, index) sorting."""
+    qp, dp = np.packbits(queries, axis=1), np.packbits(db, axis=1)
+    dist = np.array([[int(np.unpackbits(np.bitwise_xor(q, d)).sum()) for d in dp] for q in qp])
+    order = [sorted(range(len(db)), key=lambda j, row=row: (row[j], j)) for row in dist]
+    return dist, np.array(order)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    db = rng.integers(0, 2, (300, 16)).astype(np.uint8)  # 16 bits: many ties
+    queries = rng.integers(0, 2, (12, 16)).astype(np.uint8)
+    labels = rng.integers(0, 7, 300)
+    return db, queries, labels
+
+
+@pytest.mark.parametrize("k", [1, 5, 64, 300])
+def test_flat_search_equals_brute_force_including_tie_order(data, k):
+    db, queries, _ = data
+    index = HashIndex(16)
+    index.add(db[:100]).add(torch.from_numpy(db[100:]))  # two batches, torch input
+    dist, ids = index.search(queries, k)
+    ref_dist, ref_order = brute_force(queries, db)
+    np.testing.assert_array_equal(ids, ref_order[:, :k])
+    np.testing.assert_array_equal(dist, np.take_along_axis(ref_dist, ref_order[:, :k], axis=1))
+    d2, i2 = index.search_packed(pack_codes(queries), k)
+    np.testing.assert_array_equal(i2, ids)
+    assert len(index) == 300
+
+
+def test_custom_ids_and_labels_map_through_search(data):
+    db, queries, labels = data
+    ids = np.arange(300, dtype=np.int64) * 10 + 7
+    index = HashIndex(16).add(db, ids=ids, labels=labels)
+    _, got = index.search(queries, 9)
+    _, ref_order = brute_force(queries, db)
+    np.testing.assert_array_equal(got, ids[ref_order[:, :9]])
+    np.testing.assert_array_equal(index.get_labels(got), labels[ref_order[:, :9]])
+    with pytest.raises(KeyError, match="unknown item id"):
+        index.get_labels([3])
+
+
+@pytest.mark.parametrize("radius", [0, 3, 6])
+def test_range_search_is_inclusive_and_sorted(data, radius):
+    db, queries, _ = data
+    index = HashIndex(16, "flat").add(db)
+    ref_dist, _ = brute_force(queries, db)
+    results = index.range_search(queries, radius)
+    assert len(results) == len(queries)
+    for row, (d, i) in zip(ref_dist, results, strict=True):
+        expected = sorted((int(row[j]), j) for j in range(len(db)) if row[j] <= radius)
+        assert list(zip(d.tolist(), i.tolist(), strict=True)) == expected
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf", "multihash"])
+def test_save_load_round_trip(tmp_path, data, index_type):
+    db, queries, labels = data
+    index = HashIndex(16, index_type, nlist=4).add(db, labels=labels)
+    d1, i1 = index.search(queries, 10)
+    path = index.save(tmp_path / "sub" / "codes.faiss")
+    loaded = HashIndex.load(path)
+    assert (loaded.num_bits, loaded.index_type, len(loaded)) == (16, index_type, 300)
+    assert loaded.options == index.options
+    d2, i2 = loaded.search(queries, 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(d1, d2)
+    np.testing.assert_array_equal(loaded.labels, labels)
+    assert loaded.memory_bytes() > 0
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf", "multihash"])
+def test_approximate_indexes_return_true_hamming_distances(data, index_type):
+    db, queries, _ = data
+    index = HashIndex(16, index_type, nlist=4, nprobe=4).add(db)
+    dist, ids = index.search(queries, 10)
+    ref_dist, ref_order = brute_force(queries, db)
+    found = ids >= 0
+    assert found.any()
+    np.testing.assert_array_equal(
+        dist[found], np.take_along_axis(ref_dist, np.where(found, ids, 0), 1)[found]
+    )
+    assert (dist[~found] == 17).all()
+    # Distances come sorted; the k-th is never better than the exact k-th.
+    assert (np.diff(dist, axis=1) >= 0).all()
+    kth_exact = np.take_along_axis(ref_dist, ref_order[:, :10], 1)
+    assert (dist >= kth_exact).all()
+
+
+def test_ivf_trains_on_first_add_and_explicit_train(data):
+    db, _, _ = data
+    index = HashIndex(16, "ivf", nlist=5)
+    assert len(index) == 0
+    index.add(db[:200]).add(db[200:])
+    assert len(index) == 300 and index._index.is_trained
+    index2 = HashIndex(16, "ivf").train(db)
+    assert index2.options["nlist"] >= 1
+    with pytest.raises(ValueError, match="at least nlist"):
+        HashIndex(16, "ivf", nlist=50).add(db[:10])
+
+
+def test_errors_are_clear(data, tmp_path):
+    db, queries, labels = data
+    with pytest.raises(ValueError, match="multiple of 8"):
+        HashIndex(12)
+    with pytest.raises(ValueError, match="index_type"):
+        HashIndex(16, "lsh")
+    index = HashIndex(16)
+    with pytest.raises(RuntimeError, match="empty"):
+        index.search(queries, 3)
+    index.add(db)
+    with pytest.raises(ValueError, match="32 bits per code"):
+        index.search(np.zeros((2, 32), np.uint8), 3)
+    with pytest.raises(ValueError, match="add_packed"):
+        index.add(pack_codes(db))
+    with pytest.raises(ValueError, match="bits"):
+        index.search_packed(np.zeros((2, 4), np.uint8), 3)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        index.search(np.full((2, 16), 3, np.uint8), 3)
+    with pytest.raises(ValueError, match="labels"):
+        index.add(db[:3], labels=labels[:3])
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(queries, 0)
+    with pytest.raises(NotImplementedError):
+        HashIndex(16, "hnsw").add(db).range_search(queries, 2)
+    with pytest.raises(FileNotFoundError, match="sidecar"):
+        import faiss
+
+        faiss.write_index_binary(faiss.IndexBinaryFlat(16), str(tmp_path / "bare.faiss"))
+        HashIndex.load(tmp_path / "bare.faiss")
