@@ -324,3 +324,14 @@ def test_cifar100_barz_needs_path():
         HierarchyDistance.cifar100(source="barz")
     with pytest.raises(ValueError, match="unknown source"):
         HierarchyDistance.cifar100(source="imagenet")
+
+
+def test_chunked_matrix_build_matches_reference(monkeypatch):
+    import pml_shrewd.semantic_distances.hierarchy as hierarchy
+
+    monkeypatch.setattr(hierarchy, "_CHUNK_ELEMENTS", 50)  # a few rows per chunk
+    edges, names = random_tree(random.Random(11), 45)
+    inner = {p for p, _ in edges}
+    leaves = sorted(n for n in names if n not in inner)
+    ref = reference_hierarchy_matrix(edges, leaves)
+    np.testing.assert_allclose(HierarchyDistance(edges).matrix().numpy(), ref, rtol=0, atol=1e-6)
