@@ -1,0 +1,186 @@
+"""Data layouts (npz, ImageFolder, captions) and skip-and-count of bad images.
+
+The ``write_*`` helpers also serve the training and CLI tests.
+"""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pml_shrewd.data import (
+    BadSample,
+    CaptionedImages,
+    FolderImages,
+    ImageFiles,
+    NpzImages,
+    SampleView,
+    build_datasets,
+    collate_skipping,
+    infer_dataset_kind,
+    semantic_distance_for,
+    split_indices,
+)
+
+NPZ_CLASSES = ["cat", "dog", "truck", "ship"]
+WNIDS = ["n02084071", "n02121808", "n04490091", "n04194289"]  # dog, domestic cat, truck, ship
+CAPTIONS = [
+    "a dog runs on the beach",
+    "a puppy plays with a ball",
+    "a cat sleeps on a sofa",
+    "a kitten on a blanket",
+    "a red truck on the highway",
+    "a lorry parked in the street",
+    "a ship sailing at sea",
+    "a boat in the harbour",
+]
+
+
+def class_images(labels, size=16, seed=0):
+    """uint8 images whose colour depends on the class (learnable in a few steps)."""
+    rng = np.random.RandomState(seed)
+    x = (rng.rand(len(labels), size, size, 3) * 60).astype(np.uint8)
+    palette = np.array([[180, 0, 0], [0, 180, 0], [0, 0, 180], [180, 180, 0], [0, 180, 180]], np.uint8)
+    return x + palette[np.asarray(labels) % len(palette)][:, None, None, :]
+
+
+def write_npz(path, n_train=48, n_test=16, seed=0):
+    rng = np.random.RandomState(seed)
+    yt, ys = rng.randint(0, 4, n_train), rng.randint(0, 4, n_test)
+    np.savez(
+        path,
+        x_train=class_images(yt, seed=seed),
+        y_train=yt,
+        x_test=class_images(ys, seed=seed + 1),
+        y_test=ys,
+        classes=np.array(NPZ_CLASSES),
+    )
+    return path
+
+
+def write_folder(root, classes=WNIDS, per_class=(8, 3), seed=0):
+    for split, n in zip(("train", "test"), per_class):
+        for c, name in enumerate(classes):
+            os.makedirs(root / split / name, exist_ok=True)
+            for i, arr in enumerate(class_images([c] * n, seed=seed + c)):
+                Image.fromarray(arr).save(root / split / name / f"{i:03d}.png")
+    return root
+
+
+def write_captions(root, fmt="csv", copies=3):
+    """A caption table of ``len(CAPTIONS) * copies`` good images plus one corrupt and one missing."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "img").mkdir(exist_ok=True)
+    rows = []
+    for r in range(copies):
+        for i, caption in enumerate(CAPTIONS):
+            name = f"img/{r}_{i}.png"
+            Image.fromarray(class_images([i // 2], seed=r * 10 + i)[0]).save(root / name)
+            rows.append({"image": name, "caption": caption})
+    (root / "img" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    rows.insert(3, {"image": "img/corrupt.jpg", "caption": "a broken picture of a dog"})
+    rows.insert(5, {"image": "img/missing.png", "caption": "a picture that does not exist"})
+    if fmt == "csv":
+        path = root / "captions.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["image", "caption"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        path = root / "captions.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_npz_images_roundtrip(tmp_path):
+    path = write_npz(tmp_path / "d.npz")
+    data = np.load(path)
+    ds = NpzImages(path, "test")
+    assert ds.classes == NPZ_CLASSES and len(ds) == 16
+    for i in range(len(ds)):
+        img, label = ds[i]
+        assert np.array_equal(np.asarray(img), data["x_test"][i]) and label == data["y_test"][i]
+
+
+def test_npz_bad_input(tmp_path):
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((2, 4, 4), np.uint8), y_train=np.zeros(2, int))
+    with pytest.raises(ValueError, match="uint8"):
+        NpzImages(tmp_path / "bad.npz", "train")
+    with pytest.raises(KeyError, match="x_test"):
+        NpzImages(tmp_path / "bad.npz", "test")
+    with pytest.raises(ValueError, match="split"):
+        NpzImages(tmp_path / "bad.npz", "valid")
+
+
+def test_folder_with_wnids_and_its_hierarchy(tmp_path):
+    write_folder(tmp_path / "inet")
+    train, test = build_datasets("auto", tmp_path / "inet")
+    assert train.wnids == sorted(WNIDS) and len(train) == 32 and len(test) == 12
+    provider = semantic_distance_for(train, "hierarchy")
+    from pml_shrewd.semantic_distances import HierarchyDistance
+
+    ref = HierarchyDistance.from_wordnet(sorted(WNIDS))
+    ids = torch.arange(4)
+    assert torch.equal(provider(ids, ids), ref(ids, ids))
+    d = provider(ids, ids)
+    assert d[0, 1] < d[0, 2]  # dog (n02084071) is closer to cat (n02121808) than to a ship
+
+
+def test_captions_skip_and_count(tmp_path):
+    for fmt in ("csv", "jsonl"):
+        path = write_captions(tmp_path / fmt, fmt)
+        ds = CaptionedImages(path)
+        assert len(ds.missing) == 1 and ds.missing[0].endswith("missing.png")
+        assert len(ds) == 3 * len(CAPTIONS) + 1 and ds.targets == list(range(len(ds)))
+        bad = [i for i in range(len(ds)) if isinstance(ds[i][0], BadSample)]
+        assert [ds.sample_name(i).endswith("corrupt.jpg") for i in bad] == [True]
+        assert ds.captions[bad[0]] == "a broken picture of a dog"
+        # collate drops the corrupt one and reports its index, nothing else changes.
+        view = SampleView(ds, range(len(ds)), transform=lambda im: torch.as_tensor(np.asarray(im)).float())
+        images, labels, bad_idx = collate_skipping([view[i] for i in range(len(view))])
+        assert bad_idx.tolist() == bad
+        assert labels.tolist() == [i for i in range(len(ds)) if i not in bad]
+        assert images.shape == (len(ds) - 1, 16, 16, 3)
+
+
+def test_captions_bad_file(tmp_path):
+    (tmp_path / "c.csv").write_text("path,text\na.png,hello\n")
+    with pytest.raises(ValueError, match="'image' and 'caption'"):
+        CaptionedImages(tmp_path / "c.csv")
+
+
+def test_collate_all_bad_gives_empty_batch():
+    images, labels, bad = collate_skipping([(BadSample(0, "x"), 0), (BadSample(4, "y"), 4)])
+    assert images.numel() == 0 and labels.numel() == 0 and bad.tolist() == [0, 4]
+
+
+def test_split_indices_partition():
+    tr, te = split_indices(50, 0.2, seed=3)
+    assert sorted(tr + te) == list(range(50)) and len(te) == 10
+    assert (tr, te) == split_indices(50, 0.2, seed=3)
+    with pytest.raises(ValueError):
+        split_indices(10, 1.5)
+
+
+def test_build_datasets_captions_share_one_table(tmp_path):
+    path = write_captions(tmp_path / "cap")
+    train, test = build_datasets("captions", path, test_fraction=0.25, seed=0)
+    assert train.captions is test.captions
+    assert not set(train.targets) & set(test.targets)
+    assert len(train) + len(test) == len(train.captions)
+
+
+def test_image_files_and_kind_inference(tmp_path):
+    write_folder(tmp_path / "f", classes=["cat", "dog"], per_class=(2, 1))
+    files = ImageFiles.from_folder(tmp_path / "f")
+    assert len(files) == 6 and files.classes == ["unlabelled"]
+    assert infer_dataset_kind(str(tmp_path / "f")) == "folder"
+    assert infer_dataset_kind("x.npz") == "npz" and infer_dataset_kind("c.jsonl") == "captions"
+    with pytest.raises(ValueError):
+        infer_dataset_kind(str(tmp_path / "nothing-here"))
+    folder = FolderImages(tmp_path / "f" / "train")
+    assert folder.wnids is None and folder.classes == ["cat", "dog"]
