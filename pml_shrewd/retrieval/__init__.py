@@ -1,5 +1,6 @@
 """Retrieval and evaluation: binary codes, faiss Hamming search, mAP / P@k / HP@k / mAHP@k."""
 
+from .accuracy_calculator import HashingAccuracyCalculator
 from .codes import binarize, pack_codes, unpack_codes
 from .hash_index import HashIndex
 from .metrics import (
@@ -22,4 +23,5 @@ __all__ = [
     "mahp_at_k",
     "evaluate_codes",
     "bit_balance",
+    "HashingAccuracyCalculator",
 ]
