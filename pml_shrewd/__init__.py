@@ -20,5 +20,19 @@ from .losses import SemanticDistanceLoss, SHREDLoss  # noqa: E402,F401
 from .regularizers import EmpiricalKLRegularizer  # noqa: E402,F401
 
 # --- retrieval and evaluation ---
+from .retrieval import (  # noqa: E402,F401
+    HashIndex,
+    HashingAccuracyCalculator,
+    binarize,
+    evaluate_codes,
+    hp_at_k,
+    mahp_at_k,
+    mean_average_precision,
+    pack_codes,
+    plot_code_histogram,
+    plot_hp_curves,
+    precision_at_k,
+    unpack_codes,
+)
 
 # --- models, data, training ---

@@ -11,6 +11,7 @@ from .metrics import (
     mean_average_precision,
     precision_at_k,
 )
+from .plots import plot_code_histogram, plot_hp_curves
 
 __all__ = [
     "HashIndex",
@@ -24,4 +25,6 @@ __all__ = [
     "evaluate_codes",
     "bit_balance",
     "HashingAccuracyCalculator",
+    "plot_hp_curves",
+    "plot_code_histogram",
 ]

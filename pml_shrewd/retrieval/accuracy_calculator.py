@@ -81,8 +81,16 @@ class HashingAccuracyCalculator(AccuracyCalculator):
                 exclude = tuple(exclude) + tuple(m for m in _SEMANTIC_METRICS if m not in exclude)
         super().__init__(include=tuple(include), exclude=tuple(exclude), **kwargs)
 
-    def get_accuracy(self, query, query_labels, reference=None, reference_labels=None, ref_includes_query=False,
-                     include=(), exclude=()):  # fmt: skip
+    def get_accuracy(
+        self,
+        query,
+        query_labels,
+        reference=None,
+        reference_labels=None,
+        ref_includes_query=False,
+        include=(),
+        exclude=(),
+    ):
         """PML's ``get_accuracy``; our metrics share one Hamming ranking per call."""
         self._cache = {}
         try:
@@ -118,18 +126,21 @@ class HashingAccuracyCalculator(AccuracyCalculator):
 
     # ------------------------------------------------------------------ metrics (picked up by name)
 
-    def calculate_hamming_mAP(self, query, reference, query_labels, reference_labels, ref_includes_query,
-                              **kwargs) -> float:  # fmt: skip
+    def calculate_hamming_mAP(
+        self, query, reference, query_labels, reference_labels, ref_includes_query, **kwargs
+    ) -> float:
         res = self._hamming(query, reference, query_labels, reference_labels, ref_includes_query)
         return float(res["ap"].mean())
 
-    def calculate_hamming_mAHP(self, query, reference, query_labels, reference_labels, ref_includes_query,
-                               **kwargs) -> float:  # fmt: skip
+    def calculate_hamming_mAHP(
+        self, query, reference, query_labels, reference_labels, ref_includes_query, **kwargs
+    ) -> float:
         res = self._hamming(query, reference, query_labels, reference_labels, ref_includes_query)
         return float(_ahp(res["hp"]).mean())
 
-    def calculate_mAHP(self, query, reference, query_labels, reference_labels, ref_includes_query,
-                       **kwargs) -> float:  # fmt: skip
+    def calculate_mAHP(
+        self, query, reference, query_labels, reference_labels, ref_includes_query, **kwargs
+    ) -> float:
         res = _rank_queries(
             self._codes(query),
             self._codes(reference),
