@@ -70,7 +70,7 @@ def build_datasets(
         train, test = build_datasets("folder", "imagenet", model.transform(True), model.transform())
         provider = semantic_distance_for(train, kind="hierarchy")
     """
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     kind = infer_dataset_kind(path) if dataset == "auto" else dataset
     if kind in ("cifar10", "cifar100"):
         root = "~/.cache/pml_shrewd/data" if path in ("cifar10", "cifar100") else path
@@ -157,11 +157,7 @@ def semantic_distance_for(
             if captions is not None
             else [f"a photo of a {c.replace('_', ' ')}" for c in dataset.classes]
         )
-        return (
-            SentenceEmbeddingDistance(texts)
-            if sentence_model is None
-            else SentenceEmbeddingDistance(texts, model=sentence_model)
-        )
+        return SentenceEmbeddingDistance(texts, model=sentence_model or default_sentence_model())
     if kind != "hierarchy":
         raise ValueError(
             f"semantic_distance_for: kind must be 'hierarchy', 'label' or 'sentence', got {kind!r}"

@@ -1,0 +1,130 @@
+"""Trainer: one short run per recipe path, loss decrease, exact resume, config validation."""
+
+import json
+import os
+
+import pytest
+import torch
+from test_data_layouts import write_captions, write_folder, write_npz
+
+from pml_shrewd.cli import main
+from pml_shrewd.training import TrainConfig, Trainer, gather_with_grad
+
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs")
+TINY = [
+    "--backbone", "test_resnet", "--bits", "16", "--image-size", "16", "--epochs", "2", "--batch-size", "16",
+    "--optimizer", "adamw", "--lr", "1e-3", "--warmup-steps", "0", "--no-download", "--no-pretrained",
+    "--mixed-precision", "no", "--num-workers", "0", "--eval-every", "1", "--hp-k", "20",
+]  # fmt: skip
+
+
+def tiny_config(data, out, **kw):
+    base = dict(
+        data_path=str(data), backbone="test_resnet", num_bits=16, small_images=True, image_size=16, epochs=2,
+        batch_size=16, output_dir=str(out), mixed_precision="no", hp_k=20, eval_every=0, lr=1e-3,
+    )  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def run_recipe(name, data, dataset, out, *extra):
+    rc = main(["train", "--config", os.path.join(RECIPES, f"{name}.json"), "--data", str(data),
+               "--dataset", dataset, "--output-dir", str(out), *TINY, *extra])  # fmt: skip
+    assert rc == 0
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return metrics, log
+
+
+def check_metrics(metrics, k=20):
+    for key in ("mAP", f"mAHP@{k}", "mAP_continuous", f"mAHP@{k}_continuous"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+
+
+def test_recipe_cifar100_shred_on_npz(tmp_path):
+    metrics, log = run_recipe("cifar100_shred", write_npz(tmp_path / "c.npz"), "npz", tmp_path / "run")
+    check_metrics(metrics)
+    assert [r["epoch"] for r in log if "epoch" in r] == [1, 2] and "metrics" in log[0]
+    assert metrics["steps"] == 2 * (48 // 16) and metrics["skipped_images"] == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["variant"] == "shred" and saved["model"]["num_classes"] == 4
+    assert saved["train"]["gamma"] == 0.1 and saved["train"]["rho"] == 2.0  # the recipe's paper settings
+
+
+def test_recipe_cifar100_shrewd_and_imagenet_wnid_folders(tmp_path):
+    metrics, _ = run_recipe("cifar100_shrewd", write_npz(tmp_path / "c.npz"), "npz", tmp_path / "a")
+    check_metrics(metrics)
+    data = write_folder(tmp_path / "inet")
+    metrics, _ = run_recipe("imagenet_shrewd", data, "folder", tmp_path / "b", "--max-db-samples", "24")
+    check_metrics(metrics)
+    assert metrics["train_samples"] == 32 and metrics["test_samples"] == 12
+
+
+def test_recipe_captions_counts_corrupt_and_missing(tmp_path):
+    data = write_captions(tmp_path / "cap", copies=6)
+    metrics, log = run_recipe("captions_shrewd", data, "captions", tmp_path / "run", "--epochs", "1")
+    check_metrics(metrics)
+    assert metrics["missing_images"] == 1 and metrics["missing_examples"][0].endswith("missing.png")
+    # The corrupt image is skipped wherever it falls (train batch or test queries) and counted once.
+    assert metrics["skipped_images"] == 1 and metrics["skipped_examples"][0].endswith("corrupt.jpg")
+
+
+def test_loss_decreases_on_a_fixed_batch(tmp_path):
+    trainer = Trainer(
+        tiny_config(write_npz(tmp_path / "d.npz", n_train=64), tmp_path / "run", lr=3e-3, epochs=6)
+    )
+    batch = [trainer.train_set[i] for i in range(32)]
+    images = torch.stack([x for x, _ in batch])
+    labels = torch.tensor([y for _, y in batch])
+
+    def objective():
+        trainer.model.eval()
+        torch.manual_seed(0)  # the same Beta(alpha, beta) target sample each time
+        with torch.no_grad():
+            return float(trainer.loss_fn(trainer.model(images), labels))
+
+    before = objective()
+    trainer.fit()
+    after = objective()
+    assert after < 0.8 * before, (before, after)
+
+
+def test_resume_after_kill_gives_identical_weights(tmp_path):
+    data = write_npz(tmp_path / "d.npz")
+    kw = dict(checkpoint_every_steps=2, checkpoint_every=0, variant="shred")
+    full = Trainer(tiny_config(data, tmp_path / "full", **kw))
+    full.fit()
+    # "Killed" after step 4 (mid-epoch 2, right after a checkpoint), then resumed from it.
+    killed = Trainer(tiny_config(data, tmp_path / "resumed", max_steps=4, **kw))
+    killed.fit()
+    assert os.path.realpath(tmp_path / "resumed" / "checkpoints" / "last").endswith("step-00000004")
+    resumed = Trainer(tiny_config(data, tmp_path / "resumed", **kw))
+    resumed.fit(resume=True)
+    assert resumed.step == full.step == 6
+    a = full.accelerator.unwrap_model(full.model).state_dict()
+    b = resumed.accelerator.unwrap_model(resumed.model).state_dict()
+    k = killed.accelerator.unwrap_model(killed.model).state_dict()
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not all(torch.equal(a[n], k[n]) for n in a)  # the killed run really stopped early
+    assert full.optimizer.state_dict()["state"].keys() == resumed.optimizer.state_dict()["state"].keys()
+    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path / "resumed" / "checkpoints"))
+
+
+def test_gather_with_grad_is_identity_on_one_process():
+    from accelerate import Accelerator
+
+    x = torch.randn(5, 3, requires_grad=True)
+    y = gather_with_grad(Accelerator(cpu=True), x)
+    assert y is x
+
+
+def test_config_roundtrip_and_validation(tmp_path):
+    cfg = TrainConfig(backbone="test_resnet", num_bits=32, variant="shred")
+    cfg.save(tmp_path / "c.json")
+    again = TrainConfig.load(tmp_path / "c.json", epochs=3)
+    assert again.num_bits == 32 and again.epochs == 3 and again.variant == "shred"
+    for bad in (dict(variant="magic"), dict(batch_size=1), dict(lr=0), dict(alpha=0), dict(num_bits=0)):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError, match="unknown fields"):
+        TrainConfig.from_dict({"bitz": 3})
