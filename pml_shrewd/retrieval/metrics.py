@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -199,10 +200,25 @@ def _distances(q: np.ndarray, db: np.ndarray, distance: str, db_t: torch.Tensor 
             faiss.swig_ptr(q), faiss.swig_ptr(db), q.shape[0], db.shape[0], q.shape[1], faiss.swig_ptr(out)
         )
         return out
-    p = 1.0 if distance == "l1" else 2.0
+    if distance == "l1":
+        # faiss's SIMD L1 kernel: about twice torch.cdist(p=1) on CPU; equal codes get equal distances.
+        return faiss.pairwise_distances(q, db, metric=faiss.METRIC_L1)
     # Exact (no matmul shortcut) so that identical codes get exactly equal distances.
-    d = torch.cdist(torch.from_numpy(q), db_t, p=p, compute_mode="donot_use_mm_for_euclid_dist")
+    d = torch.cdist(torch.from_numpy(q), db_t, p=2.0, compute_mode="donot_use_mm_for_euclid_dist")
     return d.numpy()
+
+
+def _float_keys(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """int64 keys ``(float32 bits of d) << 32 | index``: non-negative float bit patterns sort like the floats."""
+    bits = d.view(np.int32)
+    if sys.byteorder == "little":
+        # Writing the two 32-bit halves directly is ~8x faster than shift-and-or.
+        keys = np.empty(d.shape, dtype=np.int64)
+        halves = keys.view(np.int32).reshape(*d.shape, 2)
+        halves[..., 0] = idx
+        halves[..., 1] = bits
+        return keys
+    return (bits.astype(np.int64) << 32) | idx
 
 
 def _rank_queries(
@@ -293,8 +309,7 @@ def _rank_queries(
             d += 0.0  # turns a possible -0.0 into +0.0, whose bit pattern sorts first
             if ref_includes_query:
                 d[rows, rows + start] = np.inf
-            # Non-negative float32 bit patterns sort like the floats: (distance, index) in one int64.
-            keys = (d.view(np.int32).astype(np.int64) << 32) | idx
+            keys = _float_keys(d, idx)
         qlab = ql[start:stop]
         rel_keys: list[np.ndarray | None] = []
         if full_ap:
