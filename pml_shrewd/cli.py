@@ -139,8 +139,10 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- index / search
 def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
     from .data import FolderImages, ImageFiles, build_datasets
-    from .retrieval import HashIndex
+    from .retrieval import HashIndex, binarize
     from .training import encode_dataset, load_trained_model
 
     model, info = load_trained_model(args.model)
@@ -156,7 +158,7 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
         dataset = train if args.split == "train" else test
     codes, labels, kept = encode_dataset(model, dataset, args.batch_size)
     index = HashIndex(model.num_bits)
-    index.add(codes, ids=list(range(len(kept))), labels=labels)
+    index.add(binarize(codes.numpy(), 0.5), ids=np.arange(len(kept)), labels=labels.numpy())
     os.makedirs(args.out, exist_ok=True)
     index.save(os.path.join(args.out, "index.faiss"))
     captions = getattr(dataset, "captions", None)
@@ -178,7 +180,7 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
     from .data import ImageFiles
-    from .retrieval import HashIndex
+    from .retrieval import HashIndex, binarize
     from .training import encode_dataset, load_trained_model
 
     with open(os.path.join(args.index, "meta.json")) as f:
@@ -192,7 +194,7 @@ def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
     if len(kept) < len(args.queries):
         bad = [q for i, q in enumerate(args.queries) if i not in set(kept)]
         print(f"skipped unreadable query image(s): {bad}", file=sys.stderr)
-    dist, ids = index.search(codes, min(args.k, len(meta["paths"])))
+    dist, ids = index.search(binarize(codes.numpy(), 0.5), min(args.k, len(meta["paths"])))
     results = []
     for qi, row_d, row_i in zip(kept, dist.tolist(), ids.tolist()):
         hits = [

@@ -140,7 +140,7 @@ def test_captions_skip_and_count(tmp_path):
         assert [ds.sample_name(i).endswith("corrupt.jpg") for i in bad] == [True]
         assert ds.captions[bad[0]] == "a broken picture of a dog"
         # collate drops the corrupt one and reports its index, nothing else changes.
-        view = SampleView(ds, range(len(ds)), transform=lambda im: torch.as_tensor(np.asarray(im)).float())
+        view = SampleView(ds, range(len(ds)), transform=lambda im: torch.as_tensor(np.array(im)).float())
         images, labels, bad_idx = collate_skipping([view[i] for i in range(len(view))])
         assert bad_idx.tolist() == bad
         assert labels.tolist() == [i for i in range(len(ds)) if i not in bad]
