@@ -36,3 +36,14 @@ from .retrieval import (  # noqa: E402,F401
 )
 
 # --- models, data, training ---
+from .data import (  # noqa: E402,F401
+    CaptionedImages,
+    FolderImages,
+    ImageFiles,
+    NpzImages,
+    TorchvisionCIFAR,
+    build_datasets,
+    semantic_distance_for,
+)
+from .models import HashHead, HashingModel, create_hashing_model  # noqa: E402,F401
+from .training import TrainConfig, Trainer, encode_dataset, load_trained_model  # noqa: E402,F401
