@@ -19,7 +19,7 @@ def _data():
     g = torch.Generator().manual_seed(0)
     table = torch.rand(5, 5, generator=g, dtype=torch.float64)
     table = (table + table.T) / 2
-    table.fill_diagonal_(0)
+    table = table.fill_diagonal_(0).float().double()  # MatrixDistance stores float32
     z = torch.rand(12, 8, generator=g, dtype=torch.float64)
     y = torch.randint(0, 5, (12,), generator=g)
     return table, z, y
