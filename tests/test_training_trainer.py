@@ -71,7 +71,7 @@ def test_recipe_captions_counts_corrupt_and_missing(tmp_path):
 
 def test_loss_decreases_on_a_fixed_batch(tmp_path):
     trainer = Trainer(
-        tiny_config(write_npz(tmp_path / "d.npz", n_train=64), tmp_path / "run", lr=3e-3, epochs=6)
+        tiny_config(write_npz(tmp_path / "d.npz", n_train=64), tmp_path / "run", lr=3e-3, epochs=4)
     )
     batch = [trainer.train_set[i] for i in range(32)]
     images = torch.stack([x for x, _ in batch])
@@ -86,6 +86,7 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path):
     before = objective()
     trainer.fit()
     after = objective()
+    print("objective before/after", before, after)
     assert after < 0.8 * before, (before, after)
 
 
