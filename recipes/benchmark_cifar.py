@@ -225,6 +225,7 @@ def main(argv=None) -> dict:
     p.add_argument("--variants", nargs="*", default=None, help="subset of variant names")
     p.add_argument("--bits-sweep", type=int, nargs="*", default=[16, 32, 128])
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--benchmarks-md", default=None, help="update this dataset's section of BENCHMARKS.md")
     for f in BenchConfig.__dataclass_fields__.values():
         if f.name != "extra":
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
@@ -293,6 +294,8 @@ def main(argv=None) -> dict:
     (out / "results.json").write_text(json.dumps(report, indent=2))
     plot_curves(results, cfg, out / "hp_curves.png", args.dataset)
     (out / "table.md").write_text(markdown_table(report, cfg))
+    if args.benchmarks_md:
+        update_benchmarks_md(Path(args.benchmarks_md), report, cfg)
     print(f"wrote {out}/results.json, table.md, hp_curves.png, codes/*.npz in {report['wall_seconds']:.0f}s")
     return report
 
@@ -327,6 +330,32 @@ def markdown_table(report: dict, cfg: BenchConfig) -> str:
         row += [f"{100 * r['probe_acc']:.2f}%", f"{r['bit_balance']:.3f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def update_benchmarks_md(path: Path, report: dict, cfg: BenchConfig) -> None:
+    """Replace (or append) this dataset's generated section of BENCHMARKS.md."""
+    tag = f"{report['dataset']}{'-validation' if report['split'].startswith('validation') else ''}"
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+    section = "\n".join(
+        [
+            start,
+            f"### {report['dataset']} ({report['split']})",
+            "",
+            f"- command: `{report['command']}`",
+            f"- machine: {report['machine']}; wall time {report['wall_seconds'] / 60:.1f} min for all variants",
+            f"- hierarchies: {', '.join(report['hierarchies'])} (the first trains L_sim and heads the table)",
+            f"- settings: {json.dumps({k: v for k, v in report['config'].items() if k != 'extra'})}",
+            "",
+            markdown_table(report, cfg),
+            end,
+        ]
+    )
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
 
 
 if __name__ == "__main__":
