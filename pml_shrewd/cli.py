@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=DEMO_DATA)
     p.add_argument("--backbone", default="resnet10t")
     p.add_argument("--bits", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/demo")
     p.set_defaults(func=cmd_demo)
