@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.samplers import MPerClassSampler
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
@@ -71,6 +73,12 @@ class BenchConfig:
     image_size: int = 96
     hp_k: int = 250
     probe_samples: int = 10000
+    samples_per_class: int = 0
+    batch_norm: bool = False
+    sim_error: str = "squared"
+    detach_tau_z: bool = False
+    kl_p: int = 2
+    kl_samples: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -84,6 +92,15 @@ PAPER_VARIANTS = {
 }
 PML_BASELINES = ["PML ContrastiveLoss", "PML TripletMarginLoss + miner", "PML MultiSimilarityLoss + miner"]
 CLASSICAL = ["ITQ (PCA + rotation)"]
+
+
+def kl_regularizer(cfg: BenchConfig) -> EmpiricalKLRegularizer:
+    return EmpiricalKLRegularizer(
+        cfg.alpha,
+        cfg.beta,
+        num_target_samples=cfg.kl_samples or None,
+        distance=LpDistance(p=cfg.kl_p, normalize_embeddings=False),
+    )
 
 
 def make_objective(name: str, provider, num_classes: int, cfg: BenchConfig):
@@ -102,10 +119,20 @@ def make_objective(name: str, provider, num_classes: int, cfg: BenchConfig):
                 beta=cfg.beta,
                 gamma=cfg.gamma,
                 rho=cfg.rho,
+                error=cfg.sim_error,
+                detach_tau_z=cfg.detach_tau_z,
+                embedding_regularizer=kl_regularizer(cfg) if terms["kl"] else None,
+                embedding_reg_weight=cfg.lambda_kl,
             ), None
-        reg = EmpiricalKLRegularizer(cfg.alpha, cfg.beta) if terms["kl"] else None
+        reg = kl_regularizer(cfg) if terms["kl"] else None
         return SemanticDistanceLoss(
-            provider, gamma=cfg.gamma, rho=cfg.rho, embedding_regularizer=reg, embedding_reg_weight=cfg.lambda_kl
+            provider,
+            gamma=cfg.gamma,
+            rho=cfg.rho,
+            error=cfg.sim_error,
+            detach_tau_z=cfg.detach_tau_z,
+            embedding_regularizer=reg,
+            embedding_reg_weight=cfg.lambda_kl,
         ), None
     if name == "PML ContrastiveLoss":
         return pml_losses.ContrastiveLoss(), None
@@ -119,21 +146,16 @@ def make_objective(name: str, provider, num_classes: int, cfg: BenchConfig):
 def train_head(name, x_train, y_train, provider, num_classes, cfg: BenchConfig) -> HashHead:
     """Train one hash head on fixed features; identical seed, batches and budget for all."""
     torch.manual_seed(cfg.seed)
-    head = HashHead(x_train.shape[1], cfg.bits, hidden_dim=cfg.hidden_dim)
+    head = HashHead(x_train.shape[1], cfg.bits, hidden_dim=cfg.hidden_dim, batch_norm=cfg.batch_norm)
     loss_fn, miner = make_objective(name, provider, num_classes, cfg)
     params = [*head.parameters(), *loss_fn.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps)
-    order = torch.Generator().manual_seed(cfg.seed)
-    n = len(x_train)
-    perm, pos = torch.randperm(n, generator=order), 0
+    batches = batch_indices(y_train, cfg)
     head.train()
     bar = tqdm(range(cfg.steps), desc=name, leave=False, mininterval=2)
     for _ in bar:
-        if pos + cfg.batch_size > n:
-            perm, pos = torch.randperm(n, generator=order), 0
-        idx = perm[pos : pos + cfg.batch_size]
-        pos += cfg.batch_size
+        idx = next(batches)
         z = head(x_train[idx])
         labels = y_train[idx]
         loss = loss_fn(z, labels, miner(z, labels)) if miner is not None else loss_fn(z, labels)
@@ -143,6 +165,24 @@ def train_head(name, x_train, y_train, provider, num_classes, cfg: BenchConfig) 
         scheduler.step()
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     return head.eval()
+
+
+def batch_indices(y_train: torch.Tensor, cfg: BenchConfig):
+    """Endless seeded batches, the same for every variant: shuffled epochs, or PML's
+    ``MPerClassSampler`` (``samples_per_class`` images of each class drawn per batch)."""
+    n = len(y_train)
+    if cfg.samples_per_class > 0:
+        np.random.seed(cfg.seed)  # MPerClassSampler draws from numpy's global RNG
+        sampler = MPerClassSampler(
+            y_train.numpy(), cfg.samples_per_class, batch_size=cfg.batch_size, length_before_new_iter=n
+        )
+        while True:
+            order = torch.tensor(list(iter(sampler)))
+            yield from order.split(cfg.batch_size)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        yield from perm[: n - n % cfg.batch_size].split(cfg.batch_size)
 
 
 def itq_codes(x_train: np.ndarray, x_test: np.ndarray, bits: int, seed: int, iterations: int = 50):
@@ -175,7 +215,9 @@ def evaluate_variant(z_test, z_train, y_test, y_train, providers: dict, cfg: Ben
     """All figures of one variant: metrics with the main hierarchy, mAHP with the others."""
     names = list(providers)
     main = providers[names[0]]
-    m = evaluate_codes(z_test, z_train, y_test, y_train, semantic_distance=main, k=cfg.hp_k, return_curves=True)
+    m = evaluate_codes(
+        z_test, z_train, y_test, y_train, semantic_distance=main, k=cfg.hp_k, return_curves=True
+    )
     out = {key: (float(v) if np.isscalar(v) else v) for key, v in m.items()}
     for other in names[1:]:
         b_test, b_train = (z_test > 0.5).astype(np.uint8), (z_train > 0.5).astype(np.uint8)
@@ -227,7 +269,13 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--benchmarks-md", default=None, help="update this dataset's section of BENCHMARKS.md")
     for f in BenchConfig.__dataclass_fields__.values():
-        if f.name != "extra":
+        if f.name == "extra":
+            continue
+        if isinstance(f.default, bool):
+            p.add_argument(
+                "--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=f.default
+            )
+        else:
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     args = p.parse_args(argv)
     if args.threads:
@@ -286,7 +334,9 @@ def main(argv=None) -> dict:
         split="validation (10% of train as queries)" if args.validate else "test queries vs train database",
         hierarchies=list(providers),
         config=asdict(cfg),
-        command=" ".join(["python", *sys.argv]) if argv is None else " ".join(["python recipes/benchmark_cifar.py", *argv]),
+        command=" ".join(["python", *sys.argv])
+        if argv is None
+        else " ".join(["python recipes/benchmark_cifar.py", *argv]),
         machine=f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
         wall_seconds=time.time() - started,
         results={k: {m: v for m, v in r.items() if not m.startswith("hp_curve")} for k, r in results.items()},
@@ -324,8 +374,15 @@ def markdown_table(report: dict, cfg: BenchConfig) -> str:
     head += [f"mAHP@{k} [{h}]" for h in extra] + ["probe acc", "bit balance"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in report["results"].items():
-        row = [name, str(r["bits"]), f"{r['mAP']:.4f}", f"{r[f'mAHP@{k}']:.4f}", f"{r['mAP_continuous']:.4f}",
-               f"{r[f'mAHP@{k}_continuous']:.4f}", f"{r[f'mAHP@{k}_continuous'] - r[f'mAHP@{k}']:+.4f}"]
+        row = [
+            name,
+            str(r["bits"]),
+            f"{r['mAP']:.4f}",
+            f"{r[f'mAHP@{k}']:.4f}",
+            f"{r['mAP_continuous']:.4f}",
+            f"{r[f'mAHP@{k}_continuous']:.4f}",
+            f"{r[f'mAHP@{k}_continuous'] - r[f'mAHP@{k}']:+.4f}",
+        ]
         row += [f"{r[f'mAHP@{k} [{h}]']:.4f}" for h in extra]
         row += [f"{100 * r['probe_acc']:.2f}%", f"{r['bit_balance']:.3f}"]
         lines.append("| " + " | ".join(row) + " |")

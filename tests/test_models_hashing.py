@@ -22,6 +22,20 @@ def test_hash_head_matches_explicit_sigmoid_of_linear():
     assert HashHead(12, 8, hidden_dim=16)(x).shape == (5, 8)
 
 
+def test_hash_head_batch_norm_centres_bits_on_the_threshold():
+    torch.manual_seed(0)
+    head = HashHead(12, num_bits=8, batch_norm=True).train()
+    x = 3.0 + 5.0 * torch.randn(64, 12)  # far off-centre features
+    pre = head.proj(x)
+    expected = torch.sigmoid((pre - pre.mean(0)) / torch.sqrt(pre.var(0, unbiased=False) + 1e-5))
+    z = head(x)
+    assert torch.allclose(z, expected, atol=1e-5)
+    # Each bit splits the batch around 0.5 instead of saturating on one side.
+    assert ((z > 0.5).float().mean(0) - 0.5).abs().max() < 0.3
+    head.eval()
+    assert head(x[:1]).shape == (1, 8)  # running statistics serve single items
+
+
 @pytest.mark.parametrize(
     "bad", [dict(in_features=0), dict(num_bits=-1), dict(hidden_dim=0), dict(num_classes=-2)]
 )

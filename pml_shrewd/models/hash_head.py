@@ -23,7 +23,12 @@ class HashHead(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, num_bits: int = 64, hidden_dim: int | None = None, num_classes: int = 0
+        self,
+        in_features: int,
+        num_bits: int = 64,
+        hidden_dim: int | None = None,
+        num_classes: int = 0,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in (("in_features", in_features, 1), ("num_bits", num_bits, 1)):
@@ -40,6 +45,9 @@ class HashHead(nn.Module):
             self.proj = nn.Sequential(
                 nn.Linear(in_features, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, num_bits)
             )
+        # BatchNorm on the pre-activations keeps every bit centred on the 0.5 threshold and
+        # out of the sigmoid's flat tails, where pairwise losses get no gradient.
+        self.norm = nn.BatchNorm1d(num_bits) if batch_norm else nn.Identity()
         self.classifier = nn.Linear(num_bits, num_classes) if num_classes > 0 else None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -48,4 +56,4 @@ class HashHead(nn.Module):
             raise ValueError(
                 f"HashHead expects features of shape (N, {self.in_features}), got {tuple(features.shape)}"
             )
-        return torch.sigmoid(self.proj(features))
+        return torch.sigmoid(self.norm(self.proj(features)))

@@ -59,6 +59,7 @@ class HashingModel(nn.Module):
             their stem and the transforms upsample the input to the model's default
             input size instead (with a warning), unless ``image_size`` is given.
         hidden_dim: optional hidden width of an MLP hash head.
+        batch_norm: BatchNorm on the hash layer's pre-activations (see :class:`HashHead`).
         image_size: override the transforms' input size (square side).
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_rate``).
 
@@ -78,6 +79,7 @@ class HashingModel(nn.Module):
         num_classes: int = 0,
         small_images: bool = False,
         hidden_dim: int | None = None,
+        batch_norm: bool = False,
         image_size: int | None = None,
         **timm_kwargs: Any,
     ) -> None:
@@ -120,7 +122,11 @@ class HashingModel(nn.Module):
         self.stem_adapted = adapted
 
         self.head = HashHead(
-            self.backbone.num_features, num_bits, hidden_dim=hidden_dim, num_classes=num_classes
+            self.backbone.num_features,
+            num_bits,
+            hidden_dim=hidden_dim,
+            num_classes=num_classes,
+            batch_norm=batch_norm,
         )
         self.num_bits = num_bits
         self.num_classes = num_classes
@@ -131,6 +137,7 @@ class HashingModel(nn.Module):
             num_classes=num_classes,
             small_images=bool(small_images),
             hidden_dim=hidden_dim,
+            batch_norm=bool(batch_norm),
             image_size=image_size,
             **{k: v for k, v in timm_kwargs.items() if k != "pretrained_cfg_overlay"},
         )

@@ -45,6 +45,7 @@ class TrainConfig:
     small_images: bool = False
     image_size: int | None = None
     hidden_dim: int | None = None
+    batch_norm: bool = False
     # objective
     variant: str = "shrewd"
     lambda_kl: float = 1.0  # to be revisited against the paper's tuned value

@@ -114,6 +114,7 @@ class Trainer:
             small_images=config.small_images,
             image_size=config.image_size,
             hidden_dim=config.hidden_dim,
+            batch_norm=config.batch_norm,
             num_classes=0,  # set below once the number of classes is known
         )
         self.train_set, self.test_set = build_datasets(
@@ -140,6 +141,7 @@ class Trainer:
                 small_images=config.small_images,
                 image_size=config.image_size,
                 hidden_dim=config.hidden_dim,
+                batch_norm=config.batch_norm,
                 num_classes=self.train_set.num_labels,
             )
         self.semantic_distance = semantic_distance_for(
