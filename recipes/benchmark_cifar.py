@@ -58,13 +58,13 @@ class BenchConfig:
     """Settings shared by every variant (plain data, stored in the results JSON)."""
 
     bits: int = 64
-    steps: int = 2000
+    steps: int = 16000
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     hidden_dim: int = 512
-    lambda_kl: float = 0.1
-    lambda_cls: float = 1.0
+    lambda_kl: float = 0.001
+    lambda_cls: float = 0.01
     gamma: float = 0.1
     rho: float = 2.0
     alpha: float = 0.1
@@ -74,7 +74,7 @@ class BenchConfig:
     hp_k: int = 250
     probe_samples: int = 10000
     samples_per_class: int = 0
-    batch_norm: bool = False
+    batch_norm: bool = True
     sim_error: str = "squared"
     detach_tau_z: bool = False
     kl_p: int = 2
