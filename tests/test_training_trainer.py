@@ -90,6 +90,21 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
+def test_freeze_backbone_trains_the_head_only(tmp_path):
+    trainer = Trainer(
+        tiny_config(
+            write_npz(tmp_path / "d.npz"), tmp_path / "run", freeze_backbone=True, epochs=1, batch_norm=True
+        )
+    )
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
+    trainer.fit()
+    # Weights and BatchNorm statistics of the backbone untouched; the head trained.
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone_before.items())
+    assert not all(torch.equal(v, model.head.state_dict()[k]) for k, v in head_before.items())
+
+
 def test_resume_after_kill_gives_identical_weights(tmp_path):
     data = write_npz(tmp_path / "d.npz")
     kw = dict(checkpoint_every_steps=2, checkpoint_every=0, variant="shred")

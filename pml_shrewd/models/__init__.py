@@ -2,5 +2,12 @@
 
 from .hash_head import HashHead
 from .hashing_model import HashingModel, create_hashing_model
+from .weights import convert_state_dict_in_order, efficientnet_lite0_weights
 
-__all__ = ["HashHead", "HashingModel", "create_hashing_model"]
+__all__ = [
+    "HashHead",
+    "HashingModel",
+    "create_hashing_model",
+    "convert_state_dict_in_order",
+    "efficientnet_lite0_weights",
+]

