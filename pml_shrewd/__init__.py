@@ -5,11 +5,7 @@ Binary codes whose Hamming distances follow semantic distances between targets
 with faiss binary indexes.
 """
 
-__version__ = "0.1.0"
-
-# --- semantic-distance providers ---
-# --- models, data, training ---
-from .data import (  # noqa: E402,F401
+from .data import (
     CaptionedImages,
     FolderImages,
     ImageFiles,
@@ -18,14 +14,10 @@ from .data import (  # noqa: E402,F401
     build_datasets,
     semantic_distance_for,
 )
-
-# --- losses and regularizers ---
-from .losses import SemanticDistanceLoss, SHREDLoss  # noqa: E402,F401
-from .models import HashHead, HashingModel, create_hashing_model  # noqa: E402,F401
-from .regularizers import EmpiricalKLRegularizer  # noqa: E402,F401
-
-# --- retrieval and evaluation ---
-from .retrieval import (  # noqa: E402,F401
+from .losses import SemanticDistanceLoss, SHREDLoss
+from .models import HashHead, HashingModel, create_hashing_model, efficientnet_lite0_weights
+from .regularizers import EmpiricalKLRegularizer
+from .retrieval import (
     HashIndex,
     HashingAccuracyCalculator,
     binarize,
@@ -39,10 +31,57 @@ from .retrieval import (  # noqa: E402,F401
     precision_at_k,
     unpack_codes,
 )
-from .semantic_distances.base import SemanticDistance  # noqa: E402,F401
-from .semantic_distances.hierarchy import HierarchyDistance  # noqa: E402,F401
-from .semantic_distances.label import LabelDistance  # noqa: E402,F401
-from .semantic_distances.matrix import MatrixDistance  # noqa: E402,F401
-from .semantic_distances.sentence import SentenceEmbeddingDistance  # noqa: E402,F401
-from .semantic_distances.wordnet import load_wordnet  # noqa: E402,F401
-from .training import TrainConfig, Trainer, encode_dataset, load_trained_model  # noqa: E402,F401
+from .semantic_distances import (
+    HierarchyDistance,
+    LabelDistance,
+    MatrixDistance,
+    SemanticDistance,
+    SentenceEmbeddingDistance,
+    load_wordnet,
+)
+from .training import TrainConfig, Trainer, encode_dataset, load_trained_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # losses and regularizers
+    "SemanticDistanceLoss",
+    "SHREDLoss",
+    "EmpiricalKLRegularizer",
+    # semantic-distance providers
+    "SemanticDistance",
+    "HierarchyDistance",
+    "SentenceEmbeddingDistance",
+    "MatrixDistance",
+    "LabelDistance",
+    "load_wordnet",
+    # retrieval and evaluation
+    "HashIndex",
+    "binarize",
+    "pack_codes",
+    "unpack_codes",
+    "mean_average_precision",
+    "precision_at_k",
+    "hp_at_k",
+    "mahp_at_k",
+    "evaluate_codes",
+    "HashingAccuracyCalculator",
+    "plot_hp_curves",
+    "plot_code_histogram",
+    # models, data, training
+    "HashHead",
+    "HashingModel",
+    "create_hashing_model",
+    "efficientnet_lite0_weights",
+    "CaptionedImages",
+    "FolderImages",
+    "ImageFiles",
+    "NpzImages",
+    "TorchvisionCIFAR",
+    "build_datasets",
+    "semantic_distance_for",
+    "TrainConfig",
+    "Trainer",
+    "encode_dataset",
+    "load_trained_model",
+]
