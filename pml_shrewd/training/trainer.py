@@ -104,19 +104,22 @@ class Trainer:
                 step_scheduler_with_optimizer=False,
             )
         self.accelerator = accelerator
-        set_seed(config.seed)
 
-        model = HashingModel(
-            config.backbone,
-            num_bits=config.num_bits,
-            pretrained=config.pretrained,
-            pretrained_file=config.pretrained_file,
-            small_images=config.small_images,
-            image_size=config.image_size,
-            hidden_dim=config.hidden_dim,
-            batch_norm=config.batch_norm,
-            num_classes=0,  # set below once the number of classes is known
-        )
+        def build_model(num_classes: int) -> HashingModel:
+            set_seed(config.seed)  # the same initialisation with or without a classifier
+            return HashingModel(
+                config.backbone,
+                num_bits=config.num_bits,
+                pretrained=config.pretrained,
+                pretrained_file=config.pretrained_file,
+                small_images=config.small_images,
+                image_size=config.image_size,
+                hidden_dim=config.hidden_dim,
+                batch_norm=config.batch_norm,
+                num_classes=num_classes,
+            )
+
+        model = build_model(0)  # the classifier waits for the data set's number of classes
         self.train_set, self.test_set = build_datasets(
             config.dataset,
             config.data_path,
@@ -131,19 +134,7 @@ class Trainer:
         if config.uses_classifier:
             if getattr(self.train_set, "captions", None) is not None:
                 raise ValueError(f"variant {config.variant!r} needs class labels; captioned data has none")
-            # Rebuild with the classifier under the same seed (the backbone init stays identical).
-            set_seed(config.seed)
-            model = HashingModel(
-                config.backbone,
-                num_bits=config.num_bits,
-                pretrained=config.pretrained,
-                pretrained_file=config.pretrained_file,
-                small_images=config.small_images,
-                image_size=config.image_size,
-                hidden_dim=config.hidden_dim,
-                batch_norm=config.batch_norm,
-                num_classes=self.train_set.num_labels,
-            )
+            model = build_model(self.train_set.num_labels)
         self.semantic_distance = semantic_distance_for(
             self.train_set, config.semantic, config.sentence_model, config.hierarchy_file
         )
