@@ -89,8 +89,9 @@ class EmpiricalKLRegularizer(BaseRegularizer):
                 f"{type(self).__name__} needs at least two embeddings (a nearest other code), got {n}"
             )
         target = self.sample_target(self.num_target_samples or n, dim, embeddings)
-        nu_target = self.nearest_neighbour_distance(embeddings, target, exclude_self=False)
-        nu_batch = self.nearest_neighbour_distance(embeddings, embeddings, exclude_self=True)
+        nearest_target, nearest_other = self.nearest_neighbours(embeddings, target)
+        nu_target = self.exact_distance(embeddings, target[nearest_target])
+        nu_batch = self.exact_distance(embeddings, embeddings[nearest_other])
         losses = torch.log(nu_target.clamp(min=self.eps)) - torch.log(nu_batch.clamp(min=self.eps))
         if self.full_estimate:
             m = len(target)
@@ -103,21 +104,25 @@ class EmpiricalKLRegularizer(BaseRegularizer):
             }
         }
 
-    def nearest_neighbour_distance(
-        self, query: torch.Tensor, ref: torch.Tensor, exclude_self: bool
-    ) -> torch.Tensor:
-        """Distance from each query to its nearest reference point, differentiable.
+    def nearest_neighbours(
+        self, embeddings: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Index of each code's nearest target point and of its nearest other code.
 
-        The search runs without autograd; only the chosen pairs are recomputed with
-        gradients, which is the same gradient as through the min of the full matrix at
-        O(B * K) instead of O(B^2 * K) backward cost.
+        One distance matrix against ``[target; embeddings]``, without autograd: only
+        the chosen pairs are then recomputed with gradients (:meth:`exact_distance`),
+        the same gradient as through the min of the full matrix at O(B * K) instead of
+        O(B^2 * K) backward cost.
         """
         with torch.no_grad():
-            mat = self.distance(query, ref)
-            if exclude_self:
-                mat.fill_diagonal_(float("inf"))
-            nearest = mat.argmin(dim=1)
-        diff = self.distance.maybe_normalize(query) - self.distance.maybe_normalize(ref[nearest])
+            mat = self.distance(embeddings, torch.cat([target, embeddings]))
+            to_target, to_batch = mat[:, : len(target)], mat[:, len(target) :]
+            to_batch.fill_diagonal_(float("inf"))
+            return to_target.argmin(dim=1), to_batch.argmin(dim=1)
+
+    def exact_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Row-wise distances under ``self.distance``, differentiable."""
+        diff = self.distance.maybe_normalize(a) - self.distance.maybe_normalize(b)
         return torch.linalg.vector_norm(diff, ord=self.distance.p, dim=1) ** self.distance.power
 
     def sample_target(self, num_samples: int, dim: int, like: torch.Tensor) -> torch.Tensor:
