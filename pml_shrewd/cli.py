@@ -169,6 +169,7 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
         "labels": labels.tolist(),
         "label_names": [(captions or dataset.classes)[int(y)] for y in labels.tolist()],
         "skipped": len(dataset) - len(kept),
+        "captioned": captions is not None,
     }
     with open(os.path.join(args.out, "meta.json"), "w") as f:
         json.dump(meta, f)
@@ -186,14 +187,22 @@ def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
     with open(os.path.join(args.index, "meta.json")) as f:
         meta = json.load(f)
     index = HashIndex.load(os.path.join(args.index, "index.faiss"))
-    model, _ = load_trained_model(args.model or meta["model"])
+    model, info = load_trained_model(args.model or meta["model"])
+    if not args.queries and not args.caption:
+        raise ValueError("search: give query image files and/or --caption texts")
     missing = [q for q in args.queries if not os.path.isfile(q)]
     if missing:
         raise FileNotFoundError(f"search: no such query image(s): {missing}")
-    codes, _, kept = encode_dataset(model, ImageFiles(list(args.queries), model.transform(train=False)))
-    if len(kept) < len(args.queries):
-        bad = [q for i, q in enumerate(args.queries) if i not in set(kept)]
+    queries = list(args.queries)
+    if args.caption:
+        # Text has no hash code of its own: the query becomes the indexed image whose caption
+        # is nearest in sentence-embedding space (the space the model was trained to follow).
+        queries += caption_anchors(args.caption, meta, info)
+    codes, _, kept = encode_dataset(model, ImageFiles(queries, model.transform(train=False)))
+    if len(kept) < len(queries):
+        bad = [q for i, q in enumerate(queries) if i not in set(kept)]
         print(f"skipped unreadable query image(s): {bad}", file=sys.stderr)
+    names = list(args.queries) + [f"caption {c!r}" for c in args.caption or []]
     dist, ids = index.search(binarize(codes.numpy(), 0.5), min(args.k, len(meta["paths"])))
     results = []
     for qi, row_d, row_i in zip(kept, dist.tolist(), ids.tolist()):
@@ -209,13 +218,29 @@ def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
             if i >= 0
         ]
         results.append(hits)
-        print(f"query {args.queries[qi]}")
+        print(f"query {names[qi]}" + (f" (via {queries[qi]})" if qi >= len(args.queries) else ""))
         for h in hits:
             print(f"  {h['rank']:3d}  hamming {h['hamming']:3d}  {h['label']}  {h['path']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     return results
+
+
+def caption_anchors(texts: list[str], meta: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    """Image path of the indexed item whose caption is nearest to each text (cosine)."""
+    from sentence_transformers import SentenceTransformer
+
+    from .data.factory import default_sentence_model
+
+    if not meta.get("captioned"):
+        raise ValueError("search: --caption needs an index built from a captioned collection (CSV/JSONL)")
+    name = info.get("train", {}).get("sentence_model") or default_sentence_model()
+    encoder = SentenceTransformer(name)
+    indexed = encoder.encode(meta["label_names"], normalize_embeddings=True, convert_to_tensor=True)
+    asked = encoder.encode(list(texts), normalize_embeddings=True, convert_to_tensor=True)
+    nearest = (asked @ indexed.T).argmax(dim=1).tolist()
+    return [meta["paths"][i] for i in nearest]
 
 
 # ---------------------------------------------------------------------- plot
@@ -334,7 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="top-k of query images in an index, with labels and Hamming distances")
     p.add_argument("--index", required=True, help="folder written by `index`")
-    p.add_argument("queries", nargs="+", help="query image files")
+    p.add_argument("queries", nargs="*", help="query image files")
+    p.add_argument(
+        "--caption",
+        action="append",
+        help="query text (repeatable; for indexes of captioned collections): searches with the "
+        "indexed image whose caption is nearest in sentence-embedding space",
+    )
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--model", help="model folder (default: the one that built the index)")
     p.add_argument("--json", help="also write the results to this JSON file")

@@ -72,3 +72,47 @@ def test_bad_input_gives_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--epochs", "many"])
     assert main(["train", "--variant", "magic", "--output-dir", str(tmp_path)]) == 2
+
+
+def test_search_by_caption_uses_the_nearest_indexed_caption(tmp_path, capsys):
+    from test_data_layouts import CAPTIONS, write_captions
+    from test_training_trainer import run_recipe
+
+    data = write_captions(tmp_path / "caps")
+    run_recipe("captions_shrewd", data, "captions", tmp_path / "run")
+    assert (
+        main(["index", "--model", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "idx")])
+        == 0
+    )
+    meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
+    assert meta["captioned"] and set(meta["label_names"]) <= set(CAPTIONS)
+    text = meta["label_names"][0]
+    hits_file = tmp_path / "hits.json"
+    args = [
+        "search",
+        "--index",
+        str(tmp_path / "idx"),
+        "--caption",
+        text,
+        "--k",
+        "50",
+        "--json",
+        str(hits_file),
+    ]
+    assert main(args) == 0
+    (hits,) = json.loads(hits_file.read_text())
+    assert len(hits) == len(meta["paths"])
+    # The anchor (an indexed image with exactly this caption) comes back at Hamming 0.
+    assert any(h["hamming"] == 0 and h["label"] == text for h in hits)
+    assert [h["hamming"] for h in hits] == sorted(h["hamming"] for h in hits)
+    assert f"caption {text!r}" in capsys.readouterr().out
+
+
+def test_search_by_caption_needs_a_captioned_index(trained, tmp_path, capsys):
+    root, data = trained
+    assert (
+        main(["index", "--model", str(root / "run"), "--data", str(data), "--out", str(tmp_path / "idx")])
+        == 0
+    )
+    assert main(["search", "--index", str(tmp_path / "idx"), "--caption", "a dog"]) == 2
+    assert "captioned collection" in capsys.readouterr().err
