@@ -68,7 +68,7 @@ def ref_kl(z, target, eps=1e-8):
 
 
 def tol(dtype):
-    return {torch.float16: 3e-2, torch.float32: 1e-4, torch.float64: 1e-9}[dtype]
+    return {torch.bfloat16: 5e-2, torch.float16: 3e-2, torch.float32: 1e-4, torch.float64: 1e-9}[dtype]
 
 
 def random_batch(batch_size, num_bits, num_classes, dtype, seed):
@@ -79,7 +79,7 @@ def random_batch(batch_size, num_bits, num_classes, dtype, seed):
 
 
 SHAPES = [(2, 4), (7, 16), (32, 64)]
-DTYPES = [torch.float32, torch.float64, torch.float16]
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]  # bfloat16: see test_bfloat16_*
 
 
 # ---------------------------------------------------------------- L_sim
@@ -92,9 +92,8 @@ def test_sim_loss_matches_reference(batch_size, num_bits, dtype):
     expected, _ = ref_sim_loss(z.detach(), y, table)
     assert loss.dtype == dtype
     assert loss.item() == pytest.approx(expected, rel=tol(dtype), abs=tol(dtype))
-    if dtype != torch.float16:  # half backward on CPU is PML's pairwise path; checked below for finiteness
-        loss.backward()
-        assert torch.isfinite(z.grad).all()
+    loss.backward()
+    assert z.grad.dtype == dtype and torch.isfinite(z.grad).all()
 
 
 @pytest.mark.parametrize(
@@ -228,9 +227,8 @@ def test_kl_matches_reference(batch_size, num_bits, dtype, num_target_samples, p
     target = reg.sample_target(num_target_samples or batch_size, num_bits, z)
     expected = ref_kl(z.detach(), target)
     assert value.item() == pytest.approx(sum(expected) / len(expected), rel=tol(dtype), abs=tol(dtype))
-    if dtype != torch.float16:
-        value.backward()
-        assert torch.isfinite(z.grad).all()
+    value.backward()
+    assert z.grad.dtype == dtype and torch.isfinite(z.grad).all()
 
 
 def test_kl_full_estimate_adds_constants():
@@ -304,6 +302,51 @@ def test_kl_as_embedding_regularizer_of_any_pml_loss():
     assert total.item() == pytest.approx(expected.item(), rel=1e-10)
 
 
+@pytest.mark.parametrize("num_target_samples", [None, 9])
+def test_kl_with_reducers(num_target_samples):
+    z, _ = random_batch(14, 8, 2, torch.float64, seed=30)
+
+    def run(reducer):
+        reg = EmpiricalKLRegularizer(num_target_samples=num_target_samples, reducer=reducer)
+        torch.manual_seed(7)
+        value = reg(z)
+        torch.manual_seed(7)
+        return value, ref_kl(z.detach(), reg.sample_target(num_target_samples or 14, 8, z))
+
+    summed, terms = run(SumReducer())
+    assert summed.item() == pytest.approx(sum(terms), rel=1e-9)
+    raw, terms = run(DoNothingReducer())
+    assert raw["loss"]["reduction_type"] == "element"
+    assert raw["loss"]["indices"].tolist() == list(range(14))
+    assert torch.allclose(raw["loss"]["losses"], torch.tensor(terms, dtype=torch.float64), rtol=1e-9)
+    threshold = sorted(terms)[len(terms) // 2]
+    low, terms = run(ThresholdReducer(low=threshold))
+    kept = [t for t in terms if t > threshold]
+    assert 0 < len(kept) < len(terms)
+    assert low.item() == pytest.approx(sum(kept) / len(kept), rel=1e-9)
+    low.backward()
+    # Only the kept codes (and the nearest codes they pull) get gradient: a dropped code that is no
+    # kept code's nearest neighbour has none.
+    assert torch.isfinite(z.grad).all() and (z.grad.abs().sum(dim=1) == 0).any()
+    both, terms = run(ThresholdReducer(low=sorted(terms)[2], high=sorted(terms)[-3]))
+    kept = [t for t in terms if sorted(terms)[2] < t < sorted(terms)[-3]]
+    assert both.item() == pytest.approx(sum(kept) / len(kept), rel=1e-9)
+
+
+def test_kl_reducer_inside_a_loss_as_embedding_regularizer():
+    table = random_table(4, seed=31)
+    z, y = random_batch(12, 8, 4, torch.float64, seed=32)
+    reg = EmpiricalKLRegularizer(reducer=SumReducer())
+    loss_fn = SemanticDistanceLoss(TableDistance(table), embedding_regularizer=reg, embedding_reg_weight=0.25)
+    torch.manual_seed(8)
+    total = loss_fn(z, y)
+    torch.manual_seed(8)
+    terms = ref_kl(z.detach(), reg.sample_target(12, 8, z))
+    expected, _ = ref_sim_loss(z.detach(), y, table)
+    # The loss's own reducer (mean over pairs) is untouched; the regularizer sums over codes.
+    assert total.item() == pytest.approx(expected + 0.25 * sum(terms), rel=1e-9)
+
+
 # ---------------------------------------------------------------- composition
 def test_sim_plus_kl_equals_sum_of_parts():
     table = random_table(4, seed=20)
@@ -356,6 +399,74 @@ def test_distributed_wrapper_outside_ddp_is_the_plain_loss():
     with pytest.warns(UserWarning, match="non-distributed"):
         wrapped = DistributedLossWrapper(loss_fn)(z, y)
     assert wrapped.item() == pytest.approx(loss_fn(z, y).item(), rel=1e-12)
+
+
+# ---------------------------------------------------------------- half precision
+class SpyDistance(LpDistance):
+    """An LpDistance that records the dtype and device its distance matrices are computed in."""
+
+    def __init__(self, **kwargs):
+        super().__init__(normalize_embeddings=False, **kwargs)
+        self.seen = []
+
+    def compute_mat(self, query_emb, ref_emb):
+        self.seen.append((query_emb.dtype, query_emb.device.type))
+        return super().compute_mat(query_emb, ref_emb)
+
+
+@pytest.mark.parametrize("dtype,grad_tol", [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_half_precision_sim_gradient_matches_float64(dtype, grad_tol, seed):
+    table = random_table(5, seed=seed)
+    z, y = random_batch(16, 16, 5, dtype, seed=seed)
+    SemanticDistanceLoss(TableDistance(table))(z, y).backward()
+    z64 = z.detach().double().requires_grad_()  # the same (rounded) codes
+    SemanticDistanceLoss(TableDistance(table))(z64, y).backward()
+    assert z.grad.dtype == dtype and torch.isfinite(z.grad).all()
+    assert (z.grad.double() - z64.grad).norm() <= grad_tol * z64.grad.norm()
+
+
+def cdist_runs(dtype, device):
+    """Whether plain torch.cdist (forward and backward) works in this dtype on this device."""
+    x = torch.rand(3, 4, device=device).to(dtype).requires_grad_()
+    try:
+        torch.cdist(x, x.detach() + 1, p=1.0).sum().backward()
+    except (NotImplementedError, RuntimeError):
+        return False
+    return True
+
+
+def check_bfloat16_path(device):
+    table = random_table(5, seed=33)
+    z64, y = random_batch(10, 16, 5, torch.float64, seed=34)
+    # bfloat16 goes through unchanged where torch.cdist has the kernel, else through float32.
+    computed_in = torch.bfloat16 if cdist_runs(torch.bfloat16, device) else torch.float32
+    for dtype, expected_in in [(torch.bfloat16, computed_in), (torch.float16, torch.float16)]:
+        z = z64.detach().to(device, dtype).requires_grad_()
+        sim_distance, kl_distance = SpyDistance(p=1), SpyDistance(p=2)
+        sim = SemanticDistanceLoss(TableDistance(table), distance=sim_distance)(z, y.to(device))
+        kl = EmpiricalKLRegularizer(distance=kl_distance)(z)
+        (sim + kl).backward()
+        assert sim.dtype == kl.dtype == z.grad.dtype == dtype and torch.isfinite(z.grad).all()
+        assert sim_distance.seen == kl_distance.seen == [(expected_in, device)]
+        expected, _ = ref_sim_loss(z.detach().cpu(), y, table)
+        assert sim.item() == pytest.approx(expected, rel=tol(dtype), abs=tol(dtype))
+    return computed_in
+
+
+def test_bfloat16_on_cpu_computes_distances_in_float32():
+    # torch.cdist, behind PML's distances, has no bfloat16 CPU kernel ('"cdist" not implemented for
+    # 'BFloat16''): bfloat16 codes on CPU (e.g. from CPU autocast) get their distance matrices in
+    # float32, cast back; the loss, its gradient and every other dtype stay as they are.
+    if not cdist_runs(torch.bfloat16, "cpu"):
+        with pytest.raises(NotImplementedError, match="cdist"):
+            LpDistance(p=1, normalize_embeddings=False)(torch.rand(4, 8, dtype=torch.bfloat16))
+    check_bfloat16_path("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bfloat16_on_gpu_goes_through_unchanged_where_torch_can():
+    check_bfloat16_path("cuda")
 
 
 # ---------------------------------------------------------------- bad input

@@ -8,6 +8,7 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
+from ..regularizers.empirical_kl_regularizer import distance_matrix
 from ..semantic_distances.base import SemanticDistance
 from ..utils import check_embeddings
 
@@ -24,7 +25,9 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
 
     ``tau_z`` and ``tau_y`` are the means of ``D_z`` and ``D_y`` over the pairs used,
     so only the *relative* layout of the codes is matched and the loss is invariant
-    to scaling the codes. The default reducer averages over pairs.
+    to scaling the codes. The default reducer averages over pairs. Codes may be float32/64,
+    float16 or bfloat16 (where torch has no bfloat16 ``cdist``, as on CPU, the distance matrix
+    is computed in float32: :func:`~pml_shrewd.regularizers.empirical_kl_regularizer.distance_matrix`).
 
     Args:
         semantic_distance: a provider (``SemanticDistance``) mapping two id tensors to
@@ -93,7 +96,7 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
                 raise ValueError(
                     f"ref_emb has {ref_emb.shape[1]} dimensions but embeddings have {embeddings.shape[1]}"
                 )
-        code_mat = self.distance(embeddings, ref_emb)
+        code_mat = distance_matrix(self.distance, embeddings, ref_emb)
         # One B x R provider call, then the pairs: never a provider call per pair.
         sem_mat = self.semantic_distance(labels, ref_labels.to(labels.device))
         sem_mat = sem_mat.to(device=code_mat.device, dtype=code_mat.dtype)

@@ -5,12 +5,48 @@ from __future__ import annotations
 import math
 
 import torch
-from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.distances import BaseDistance, LpDistance
 from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.regularizers import BaseRegularizer
 from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..utils import check_embeddings
+
+__all__ = ["EmpiricalKLRegularizer", "distance_matrix", "has_cdist_kernel"]
+
+_CDIST_KERNELS: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def has_cdist_kernel(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether ``torch.cdist`` (forward and backward) runs in ``dtype`` on ``device``'s type.
+
+    Probed once per device type and dtype on a 1 x 2 tensor, then cached. torch 2.x has no
+    bfloat16 (nor float16) ``cdist`` kernel on CPU.
+    """
+    key = (device.type, dtype)
+    if key not in _CDIST_KERNELS:
+        try:
+            with torch.inference_mode(False), torch.enable_grad():  # also when called under no_grad
+                probe = torch.ones(1, 2, dtype=dtype, device=device, requires_grad=True)
+                torch.cdist(probe, torch.zeros_like(probe), p=1.0).sum().backward()
+            _CDIST_KERNELS[key] = True
+        except (NotImplementedError, RuntimeError):
+            _CDIST_KERNELS[key] = False
+    return _CDIST_KERNELS[key]
+
+
+def distance_matrix(distance: BaseDistance, query: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``distance(query, ref)``, also for bfloat16 codes where torch has no ``cdist`` kernel.
+
+    PML's distances call ``torch.cdist`` for every dtype but float16 (which PML computes pair by
+    pair). For bfloat16 codes (e.g. from CPU autocast) on a device without a bfloat16 ``cdist``
+    kernel (:func:`has_cdist_kernel`; CPU in torch 2.x) the matrix is computed in float32 and
+    cast back to bfloat16, differentiably. Everything else, bfloat16 where torch has the kernel
+    included, goes through unchanged.
+    """
+    if query.dtype == torch.bfloat16 and not has_cdist_kernel(torch.bfloat16, query.device):
+        return distance(query.float(), ref.float()).to(torch.bfloat16)
+    return distance(query, ref)
 
 
 class EmpiricalKLRegularizer(BaseRegularizer):
@@ -27,6 +63,7 @@ class EmpiricalKLRegularizer(BaseRegularizer):
     it is the estimator without its constant terms. With ``alpha = beta = 0.1`` the
     target puts its mass near 0 and 1, so the term pushes codes to near-binary values
     *and* spreads them over the hash space (the KoLeo idea of Sablayrolles et al.).
+    bfloat16 codes work on CPU too (:func:`distance_matrix`).
 
     Args:
         alpha, beta: Beta target parameters (paper: 0.1, 0.1).
@@ -115,7 +152,7 @@ class EmpiricalKLRegularizer(BaseRegularizer):
         O(B^2 * K) backward cost.
         """
         with torch.no_grad():
-            mat = self.distance(embeddings, torch.cat([target, embeddings]))
+            mat = distance_matrix(self.distance, embeddings, torch.cat([target, embeddings]))
             to_target, to_batch = mat[:, : len(target)], mat[:, len(target) :]
             to_batch.fill_diagonal_(float("inf"))
             return to_target.argmin(dim=1), to_batch.argmin(dim=1)
