@@ -64,6 +64,87 @@ def test_range_search_is_inclusive_and_sorted(data, radius):
         assert list(zip(d.tolist(), i.tolist(), strict=True)) == expected
 
 
+def within_radius(queries, db, radius):
+    """Per query, the sorted (distance, position) pairs of all items within radius, by brute force."""
+    ref_dist, _ = brute_force(queries, db)
+    return [sorted((int(row[j]), j) for j in range(len(db)) if row[j] <= radius) for row in ref_dist]
+
+
+@pytest.fixture
+def range_data(data):
+    db, queries, _ = data
+    # Exact copies of some queries in the database: radius 0 has hits.
+    return np.concatenate([db, queries[:5], queries[:2]]), queries
+
+
+@pytest.mark.parametrize("radius", [0, 2, 5, 9])
+@pytest.mark.parametrize("nlist", [1, 4])
+def test_ivf_range_search_visiting_every_list_equals_brute_force(range_data, radius, nlist):
+    db, queries = range_data
+    index = HashIndex(16, "ivf", nlist=nlist, nprobe=nlist).add(db)
+    results = index.range_search(queries, radius)
+    expected = within_radius(queries, db, radius)
+    assert sum(len(e) for e in expected[:5]) >= 5  # the copies
+    for (d, i), exp in zip(results, expected, strict=True):
+        assert list(zip(d.tolist(), i.tolist(), strict=True)) == exp
+
+
+@pytest.mark.parametrize("radius", [0, 3, 6])
+def test_ivf_range_search_with_few_probes_is_an_exact_subset(range_data, radius):
+    db, queries = range_data
+    ids = np.arange(len(db), dtype=np.int64) * 3 + 1  # custom ids map through
+    index = HashIndex(16, "ivf", nlist=8, nprobe=1).add(db, ids=ids)
+    results = index.range_search(queries, radius)
+    expected = within_radius(queries, db, radius)
+    found = total = 0
+    for (d, i), exp in zip(results, expected, strict=True):
+        got = list(zip(d.tolist(), ((i - 1) // 3).tolist(), strict=True))
+        assert set(got) <= set(exp) and got == sorted(got)  # true distances, sorted, no false hits
+        found, total = found + len(got), total + len(exp)
+    assert 0 < found < total if radius else found == total  # radius 0: the copies sit in the query's list
+
+
+@pytest.mark.parametrize("radius", [0, 3, 7, 11])
+def test_multihash_range_search_equals_brute_force_within_its_guarantee(range_data, radius):
+    # 4 tables of 4 bits cover all 16 bits; with 2 flips per table, an item at distance <= 11 differs
+    # from the query in <= 2 bits of some table (pigeonhole), so it is found: exact up to radius 11.
+    db, queries = range_data
+    index = HashIndex(16, "multihash", num_tables=4, bits_per_table=4, max_flips=2).add(db)
+    results = index.range_search(queries, radius)
+    for (d, i), exp in zip(results, within_radius(queries, db, radius), strict=True):
+        assert list(zip(d.tolist(), i.tolist(), strict=True)) == exp
+
+
+def test_multihash_range_search_beyond_its_guarantee_is_an_exact_subset(range_data):
+    db, queries = range_data
+    index = HashIndex(16, "multihash", num_tables=2, bits_per_table=8, max_flips=1).add(db)
+    exact = index.range_search(queries, 3)  # 2 tables x (1 flip + 1) > 3: exact
+    for (d, i), exp in zip(exact, within_radius(queries, db, 3), strict=True):
+        assert list(zip(d.tolist(), i.tolist(), strict=True)) == exp
+    found = total = 0
+    for (d, i), exp in zip(index.range_search(queries, 8), within_radius(queries, db, 8), strict=True):
+        got = list(zip(d.tolist(), i.tolist(), strict=True))
+        assert set(got) <= set(exp) and got == sorted(got)
+        found, total = found + len(got), total + len(exp)
+    assert 0 < found < total
+
+
+def test_hnsw_range_search_raises_a_clear_error(range_data):
+    db, queries = range_data
+    index = HashIndex(16, "hnsw").add(db)
+    with pytest.raises(NotImplementedError, match="range_search is not supported by faiss's binary HNSW"):
+        index.range_search(queries, 2)
+    with pytest.raises(NotImplementedError, match="HNSW"):
+        index.range_search_packed(pack_codes(queries), 2)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "multihash"])
+def test_range_search_on_an_empty_index_finds_nothing(index_type, data):
+    _, queries, _ = data
+    results = HashIndex(16, index_type, nlist=2).range_search(queries, 16)
+    assert len(results) == len(queries) and all(len(d) == len(i) == 0 for d, i in results)
+
+
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf", "multihash"])
 def test_save_load_round_trip(tmp_path, data, index_type):
     db, queries, labels = data

@@ -251,7 +251,11 @@ class HashIndex:
         """All items within Hamming distance ``radius`` (inclusive) of each unpacked query.
 
         Returns one ``(distances, ids)`` pair per query, sorted by distance then insertion
-        order. Not available for ``"hnsw"`` (faiss has no binary HNSW range search).
+        order. Exact for ``"flat"``; ``"ivf"`` searches only its ``nprobe`` lists (exact when
+        ``nprobe >= nlist``); ``"multihash"`` is exact for ``radius < num_tables * (max_flips + 1)``
+        when its tables cover all bits, else it may miss items. Approximate results hold true
+        distances and never an item beyond the radius. Not available for ``"hnsw"`` (faiss has
+        no binary HNSW range search): ``NotImplementedError``.
         """
         return self.range_search_packed(self._pack(queries, "queries"), radius)
 
