@@ -69,6 +69,32 @@ def test_recipe_captions_counts_corrupt_and_missing(tmp_path):
     assert metrics["skipped_images"] == 1 and metrics["skipped_examples"][0].endswith("corrupt.jpg")
 
 
+def test_batches_without_two_readable_images_are_skipped_and_counted(tmp_path, capsys):
+    # A captions run (sentence-embedding distances, BatchNorm head) whose first batch is all
+    # corrupt images and whose second keeps one readable image: both skipped, training goes on.
+    data = write_captions(tmp_path / "cap", copies=4)
+    config = tiny_config(
+        data, tmp_path / "run", dataset="captions", semantic="sentence", batch_size=4, epochs=1,
+        batch_norm=True, test_fraction=0.25, hp_k=10,
+    )  # fmt: skip
+    trainer = Trainer(config)
+    order = trainer.epoch_indices(0)
+    corrupt = order[:4] + order[4:7]
+    for i in corrupt:
+        with open(trainer.train_set.sample_name(i), "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n truncated")
+    bad = {trainer.train_set.sample_name(i) for i in corrupt} | {str(data.parent / "img" / "corrupt.jpg")}
+    readable_in_skipped = sum(trainer.train_set.sample_name(i) not in bad for i in order[:8])
+    metrics = trainer.fit()
+    assert metrics["steps"] == trainer.steps_per_epoch and metrics["skipped_batches"] == 2
+    assert metrics["skipped_batch_images"] == readable_in_skipped <= 1
+    assert metrics["skipped_images"] == len(bad) and set(metrics["skipped_examples"]) == bad
+    check_metrics(metrics, k=10)
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][:1]
+    assert record["skipped_batches"] == 2 and record["train_loss"] is not None
+    assert "skipped_batches=2" in capsys.readouterr().err  # the progress bar shows the count
+
+
 def test_loss_decreases_on_a_fixed_batch(tmp_path):
     trainer = Trainer(
         tiny_config(write_npz(tmp_path / "d.npz", n_train=64), tmp_path / "run", lr=3e-3, epochs=4)

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,13 @@ class Trainer:
     Writes ``log.jsonl`` (one line per epoch), ``metrics.json``, ``model.pt`` and
     ``config.json`` to ``output_dir``.
 
+    Unreadable images are dropped from their batch and counted (``skipped_images``).
+    A global batch left with fewer than two readable images on some process (the
+    pairwise loss and BatchNorm need two) is skipped by every process together, the
+    decision taken on the all-gathered counts, and counted (``skipped_batches``,
+    ``skipped_batch_images``: readable images of skipped batches); its step still
+    advances the learning-rate schedule and the data position.
+
     Example::
 
         trainer = Trainer(TrainConfig(data_path="examples/data/cifar10-sample", epochs=5))
@@ -159,6 +167,8 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # completed global steps
         self.bad_samples: set[str] = set()
+        self.skipped_batches = 0  # global batches skipped for lack of readable images
+        self.skipped_batch_images = 0  # readable images (all processes) of those batches
         self.output_dir = config.output_dir
         self.checkpoint_root = os.path.join(self.output_dir, "checkpoints")
 
@@ -177,7 +187,7 @@ class Trainer:
         params += [p for p in self.loss_fn.parameters() if p.requires_grad]
         if c.optimizer == "sgd":
             return torch.optim.SGD(
-                params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=True
+                params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.momentum > 0
             )
         if c.optimizer == "adam":
             return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
@@ -228,6 +238,34 @@ class Trainer:
         for i in bad.tolist():
             self.bad_samples.add(dataset.sample_name(i))
 
+    def _sync_bad_samples(self) -> None:
+        """Union of every process's unreadable samples (call on all processes)."""
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            self.bad_samples = set(gather_object(sorted(self.bad_samples)))
+
+    def batch_sizes(self, num_local: int) -> list[int]:
+        """Readable samples of the current global batch on every process (one all-gather)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return [num_local]
+        return acc.gather(torch.tensor([num_local], device=acc.device)).tolist()
+
+    @property
+    def min_local_samples(self) -> int:
+        """Readable samples every process needs for a step: 2 (pairs, BatchNorm), or 1 if the
+        configured per-process batch is 1."""
+        return min(2, self.local_batch_size)
+
+    def skip_step(self, sizes: list[int]) -> None:
+        """Count a skipped global batch; the schedule moves on as if it had been trained."""
+        self.skipped_batches += 1
+        self.skipped_batch_images += sum(sizes)
+        with warnings.catch_warnings():  # no optimizer.step() yet when the very first batch is skipped
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            self.scheduler.step()
+
     # ------------------------------------------------------------------ training
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """One optimisation step on this process's part of a global batch."""
@@ -277,10 +315,13 @@ class Trainer:
             )
             for images, labels, bad in bar:
                 self._note_bad(self.train_set, bad)
-                images, labels = images.to(acc.device), labels.to(acc.device)
-                losses.append(self.train_step(images, labels))
+                sizes = self.batch_sizes(len(labels))  # the same list on every process: lockstep
+                if min(sizes) < self.min_local_samples:
+                    self.skip_step(sizes)
+                else:
+                    losses.append(self.train_step(images.to(acc.device), labels.to(acc.device)))
                 self.step += 1
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.set_postfix(self._bar_stats(losses))
                 if c.checkpoint_every_steps and self.step % c.checkpoint_every_steps == 0:
                     self.save_checkpoint()
                 if c.max_steps is not None and self.step >= c.max_steps:
@@ -290,12 +331,13 @@ class Trainer:
             finished_epoch = self.step == (epoch + 1) * self.steps_per_epoch
             if finished_epoch:
                 self.epoch += 1
+            self._sync_bad_samples()
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "step": self.step,
                 "train_loss": float(np.mean(losses)) if losses else None,
                 "lr": self.scheduler.get_last_lr()[0],
-                "skipped_images": len(self.bad_samples),
+                **self._skip_counts(),
                 "time_s": round(time.time() - start_time, 2),
             }
             last_epoch = self.epoch >= c.epochs or stop
@@ -306,12 +348,13 @@ class Trainer:
             self._log(record)
         metrics = self.evaluate()
         self.save_model(self.output_dir)
+        self._sync_bad_samples()
         missing = list(getattr(self.train_set, "missing", []) or [])
         final = {
             **metrics,
             "epochs_completed": self.epoch,
             "steps": self.step,
-            "skipped_images": len(self.bad_samples),
+            **self._skip_counts(),
             "skipped_examples": sorted(self.bad_samples)[:20],
             "missing_images": len(missing),
             "missing_examples": missing[:20],
@@ -324,6 +367,22 @@ class Trainer:
             self._log({"final": final})
         acc.wait_for_everyone()
         return final
+
+    def _skip_counts(self) -> dict[str, int]:
+        return {
+            "skipped_images": len(self.bad_samples),
+            "skipped_batches": self.skipped_batches,
+            "skipped_batch_images": self.skipped_batch_images,
+        }
+
+    def _bar_stats(self, losses: list[float]) -> dict[str, str | int]:
+        """Progress-bar postfix: last loss, and the skip counts once there are any (this process's images)."""
+        stats: dict[str, str | int] = {"loss": f"{losses[-1]:.4f}"} if losses else {}
+        if self.bad_samples:
+            stats["skipped_images"] = len(self.bad_samples)
+        if self.skipped_batches:
+            stats["skipped_batches"] = self.skipped_batches
+        return stats
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
@@ -404,6 +463,7 @@ class Trainer:
         name = f"step-{self.step:08d}"
         final = os.path.join(self.checkpoint_root, name)
         tmp = final + ".tmp"
+        self._sync_bad_samples()
         if acc.is_main_process:
             os.makedirs(self.checkpoint_root, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -411,7 +471,13 @@ class Trainer:
         acc.save_state(tmp)  # model, optimizer, scheduler, RNG states of every process
         self.save_model(tmp)
         if acc.is_main_process:
-            state = {"epoch": self.epoch, "step": self.step, "bad_samples": sorted(self.bad_samples)}
+            state = {
+                "epoch": self.epoch,
+                "step": self.step,
+                "bad_samples": sorted(self.bad_samples),
+                "skipped_batches": self.skipped_batches,
+                "skipped_batch_images": self.skipped_batch_images,
+            }
             with open(os.path.join(tmp, CHECKPOINT_STATE), "w") as f:
                 json.dump(state, f)
             shutil.rmtree(final, ignore_errors=True)
@@ -445,6 +511,8 @@ class Trainer:
             state = json.load(f)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.bad_samples = set(state.get("bad_samples", []))
+        self.skipped_batches = int(state.get("skipped_batches", 0))
+        self.skipped_batch_images = int(state.get("skipped_batch_images", 0))
 
 
 def load_trained_model(path: str, map_location: str | torch.device = "cpu") -> tuple[HashingModel, dict]:
