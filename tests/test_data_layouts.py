@@ -1,4 +1,4 @@
-"""Data layouts (npz, ImageFolder, captions) and skip-and-count of bad images.
+"""Data layouts (CIFAR pickles, npz, ImageFolder, captions) and skip-and-count of bad images.
 
 The ``write_*`` helpers also serve the training and CLI tests.
 """
@@ -6,6 +6,7 @@ The ``write_*`` helpers also serve the training and CLI tests.
 import csv
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from pml_shrewd.data import (
     ImageFiles,
     NpzImages,
     SampleView,
+    TorchvisionCIFAR,
     build_datasets,
     collate_skipping,
     infer_dataset_kind,
@@ -94,6 +96,83 @@ def write_captions(root, fmt="csv", copies=3):
         path = root / "captions.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def write_cifar_pickles(root, name, n_train=6, n_test=4, seed=0):
+    """CIFAR's python layout (``cifar-10-batches-py`` or ``cifar-100-python``) with tiny batches.
+
+    Rows are 3072 uint8 values, channel-major (R plane, G plane, B plane), as in the real files.
+    Returns ``(classes, {"train": (images HWC, labels), "test": ...})``.
+    """
+    from pml_shrewd.semantic_distances import HierarchyDistance
+
+    classes = list((HierarchyDistance.cifar10() if name == "cifar10" else HierarchyDistance.cifar100()).names)
+    rng = np.random.RandomState(seed)
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True)
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+    files = (
+        {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+        if name == "cifar10"
+        else {"train": ["train"], "test": ["test"]}
+    )
+    truth = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8)
+        labels = rng.randint(0, len(classes), n).tolist()
+        truth[split] = (images, labels)
+        chunks = np.array_split(np.arange(n), len(files[split]))
+        for file_name, rows in zip(files[split], chunks):
+            entry = {
+                "batch_label": file_name,
+                "data": images[rows].transpose(0, 3, 1, 2).reshape(len(rows), 3072),
+                label_key: [labels[i] for i in rows],
+                "filenames": [f"img_{i}.png" for i in rows],
+            }
+            if name == "cifar100":
+                entry["coarse_labels"] = [0] * len(rows)
+            with open(folder / file_name, "wb") as f:
+                pickle.dump(entry, f, protocol=2)
+    meta_name, meta_key = (
+        ("batches.meta", "label_names") if name == "cifar10" else ("meta", "fine_label_names")
+    )
+    with open(folder / meta_name, "wb") as f:
+        pickle.dump({meta_key: classes, "num_cases_per_batch": n_train}, f, protocol=2)
+    return classes, truth
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_torchvision_cifar_from_the_python_pickles(tmp_path, monkeypatch, name):
+    import torchvision.datasets.cifar
+
+    # The only patch: torchvision checks the md5 sums of the full-size files.
+    monkeypatch.setattr(
+        torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path)
+    )
+    classes, truth = write_cifar_pickles(tmp_path, name)
+    train, test = build_datasets(name, tmp_path, download=False)
+    assert isinstance(train.base, TorchvisionCIFAR) and train.base.name == name
+    assert len(train) == 6 and len(test) == 4 and train.classes == classes
+    for view, split in ((train, "train"), (test, "test")):
+        images, labels = truth[split]
+        assert view.targets == labels
+        for i in range(len(view)):
+            img, label = view[i]
+            assert img.size == (32, 32) and np.array_equal(np.asarray(img), images[i]) and label == labels[i]
+    assert train.sample_name(2) == f"{name}[2]"
+    # The class names are CIFAR's, so the WordNet hierarchy comes in one call.
+    provider = semantic_distance_for(train, "hierarchy")
+    assert list(provider.names) == classes
+    # Through the trainer's transforms: tensors of the right shape.
+    tr, _ = build_datasets(name, tmp_path, train_transform=lambda im: torch.as_tensor(np.array(im)))
+    assert tr[0][0].shape == (32, 32, 3)
+
+
+def test_torchvision_cifar_missing_gives_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar100 not found under .*download=True"):
+        build_datasets("cifar100", tmp_path / "empty", download=False)
+    with pytest.raises(ValueError, match="cifar10' or 'cifar100"):
+        TorchvisionCIFAR(tmp_path, name="svhn")
 
 
 def test_npz_images_roundtrip(tmp_path):
