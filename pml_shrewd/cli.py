@@ -245,27 +245,55 @@ def caption_anchors(texts: list[str], meta: dict[str, Any], info: dict[str, Any]
 
 # ---------------------------------------------------------------------- plot
 def cmd_plot(args: argparse.Namespace) -> list[str]:
+    """Code histograms and the HP@k curves (binary and continuous) of one or more models, on one axes."""
     import numpy as np
 
     from .retrieval import plot_code_histogram, plot_hp_curves
 
-    if not os.path.isfile(args.codes):
-        raise FileNotFoundError(f"plot: no such file {args.codes!r} (write it with `pml-shrewd evaluate`)")
-    data = np.load(args.codes)
+    missing = [c for c in args.codes if not os.path.isfile(c)]
+    if missing:
+        raise FileNotFoundError(f"plot: no such file(s) {missing} (write them with `pml-shrewd evaluate`)")
+    names = plot_names(args.codes, args.names)
+    several = len(args.codes) > 1
     os.makedirs(args.out_dir, exist_ok=True)
-    written = [os.path.join(args.out_dir, "code_histogram.png")]
-    plot_code_histogram(data["db_codes"], written[0], title="code values (database)")
-    curves = {
-        name: data[key]
-        for name, key in (("binary (Hamming)", "hp_curve"), ("continuous (L1)", "hp_curve_continuous"))
-        if key in data
-    }
+    written, curves = [], {}
+    for name, codes_file in zip(names, args.codes):
+        data = np.load(codes_file)
+        stem = "code_histogram" + (f"_{_slug(name)}" if several else "")
+        written.append(os.path.join(args.out_dir, stem + ".png"))
+        title = f"code values (database){f', {name}' if several else ''}"
+        plot_code_histogram(data["db_codes"], written[-1], title=title)
+        found = False
+        for kind, key in (("binary (Hamming)", "hp_curve"), ("continuous (L1)", "hp_curve_continuous")):
+            if key in data:
+                curves[f"{name}: {kind}" if several else kind] = data[key]
+                found = True
+        if not found:
+            print(f"plot: {codes_file} holds no HP@k curves (older `evaluate`?)", file=sys.stderr)
     if curves:
         written.append(os.path.join(args.out_dir, "hp_curves.png"))
         plot_hp_curves(curves, written[-1], title="hierarchical precision HP@k")
     for p in written:
-        print(f"wrote {p}")
+        print(f"wrote {p} (+ {os.path.splitext(os.path.basename(p))[0]}.json)")
     return written
+
+
+def plot_names(codes_files: list[str], names: list[str] | None) -> list[str]:
+    """One legend name per codes file: ``names`` if given, else the run folder holding each file."""
+    if names is not None:
+        if len(names) != len(codes_files):
+            raise ValueError(f"plot: --names has {len(names)} names for {len(codes_files)} --codes files")
+    else:
+        names = [os.path.basename(os.path.dirname(os.path.abspath(c))) or c for c in codes_files]
+        if len(set(names)) < len(names):
+            names = list(codes_files)
+    if len(set(names)) < len(names) or len({_slug(n) for n in names}) < len(names):
+        raise ValueError(f"plot: model names must be distinct (also as file names), got {names}")
+    return names
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "model"
 
 
 # ---------------------------------------------------------------------- demo
@@ -371,9 +399,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("plot", help="code histogram and HP@k curves from the codes.npz `evaluate` writes")
-    p.add_argument("--codes", required=True, help="codes.npz written by `evaluate`")
-    p.add_argument("--out-dir", required=True)
+    p = sub.add_parser(
+        "plot",
+        help="code histograms and HP@k curves from the codes.npz `evaluate` writes; several models on one axes",
+    )
+    p.add_argument(
+        "--codes", required=True, nargs="+", help="codes.npz file(s) written by `evaluate`, one per model"
+    )
+    p.add_argument(
+        "--names", nargs="+", help="legend name per --codes file (default: the folder holding each file)"
+    )
+    p.add_argument(
+        "--out-dir", required=True, help="hp_curves.png/.json and code_histogram*.png/.json go here"
+    )
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser(

@@ -66,6 +66,76 @@ def test_plot_writes_figures(trained, tmp_path):
     assert (tmp_path / "hp_curves.png").stat().st_size > 0
 
 
+def write_codes(path, seed, curve_len=None):
+    """A codes.npz like `evaluate` writes (curves only when curve_len is given)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    curves = {}
+    if curve_len:
+        curves = {
+            "hp_curve": np.sort(rng.random(curve_len))[::-1],
+            "hp_curve_continuous": np.sort(rng.random(curve_len))[::-1],
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, db_codes=rng.random((40, 16)), db_labels=rng.integers(0, 3, 40), **curves)
+    return path, curves
+
+
+def test_plot_draws_several_models_on_one_axes(tmp_path, capsys):
+    import numpy as np
+
+    a, curves_a = write_codes(tmp_path / "runs" / "shrewd" / "codes.npz", seed=0, curve_len=10)
+    b, curves_b = write_codes(tmp_path / "runs" / "label" / "codes.npz", seed=1, curve_len=7)
+    out = tmp_path / "figs"
+    assert (
+        main(["plot", "--codes", str(a), str(b), "--names", "SHREWD 64", "labels", "--out-dir", str(out)])
+        == 0
+    )
+    png = out / "hp_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    plotted = json.loads(png.with_suffix(".json").read_text())["curves"]
+    expected = {
+        f"{name}: {kind}": curves[key]
+        for name, curves in (("SHREWD 64", curves_a), ("labels", curves_b))
+        for kind, key in (("binary (Hamming)", "hp_curve"), ("continuous (L1)", "hp_curve_continuous"))
+    }
+    assert set(plotted) == set(expected)
+    for name, values in expected.items():
+        np.testing.assert_allclose(plotted[name], values)
+    for stem in ("code_histogram_SHREWD_64", "code_histogram_labels"):  # one histogram per model
+        assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.json").is_file()
+    assert "hp_curves.png" in capsys.readouterr().out
+
+    # Default names: the run folders; a file without curves still gets its histogram, and a note.
+    c, _ = write_codes(tmp_path / "runs" / "old" / "codes.npz", seed=2)
+    assert main(["plot", "--codes", str(a), str(b), str(c), "--out-dir", str(out / "default")]) == 0
+    plotted = json.loads((out / "default" / "hp_curves.json").read_text())["curves"]
+    assert sorted(plotted) == sorted(
+        f"{n}: {k}" for n in ("shrewd", "label") for k in ("binary (Hamming)", "continuous (L1)")
+    )
+    assert (out / "default" / "code_histogram_old.png").stat().st_size > 0
+    assert "holds no HP@k curves" in capsys.readouterr().err
+
+    # One file: the plain binary / continuous names, as before.
+    assert main(["plot", "--codes", str(a), "--out-dir", str(out / "one")]) == 0
+    plotted = json.loads((out / "one" / "hp_curves.json").read_text())["curves"]
+    assert set(plotted) == {"binary (Hamming)", "continuous (L1)"}
+    assert (out / "one" / "code_histogram.png").stat().st_size > 0
+
+
+def test_plot_errors_are_clear(tmp_path, capsys):
+    a, _ = write_codes(tmp_path / "x" / "codes.npz", seed=0, curve_len=5)
+    b, _ = write_codes(tmp_path / "y" / "codes.npz", seed=1, curve_len=5)
+    out = str(tmp_path / "figs")
+    assert main(["plot", "--codes", str(a), str(b), "--names", "only-one", "--out-dir", out]) == 2
+    assert "--names has 1 names for 2 --codes files" in capsys.readouterr().err
+    assert main(["plot", "--codes", str(a), str(b), "--names", "same", "same", "--out-dir", out]) == 2
+    assert "distinct" in capsys.readouterr().err
+    assert main(["plot", "--codes", str(a), str(tmp_path / "nope.npz"), "--out-dir", out]) == 2
+    assert "nope.npz" in capsys.readouterr().err
+
+
 def test_bad_input_gives_clear_errors(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
     assert "no trained model" in capsys.readouterr().err
