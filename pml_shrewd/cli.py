@@ -302,7 +302,11 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from .training import TrainConfig, Trainer
 
     if not os.path.isdir(args.data):
-        raise FileNotFoundError(f"demo data {args.data!r} not found (it ships in the repository's examples/)")
+        raise FileNotFoundError(
+            f"demo data folder {args.data!r} not found: the CIFAR-10 sample ships in the source "
+            "repository's examples/data/cifar10-sample, not in the installed package; run from a checkout "
+            "or pass --data <folder with train/<class>/ and test/<class>/>"
+        )
     pretrained = args.backbone == "tf_efficientnet_lite0"
     config = TrainConfig(
         dataset="folder",
@@ -318,7 +322,9 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
         num_bits=args.bits,
         variant="shrewd",
         epochs=args.epochs,
-        batch_size=64,
+        max_train_samples=args.max_train_samples,
+        max_test_samples=args.max_test_samples,
+        batch_size=args.batch_size,
         lr=3e-3,
         weight_decay=1e-4,
         eval_every=0,
@@ -327,12 +333,13 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         hp_k=250,
     )
+    trainer = Trainer(config)
     print(
         f"demo: SHREWD ({args.backbone}{', ImageNet weights, frozen' if pretrained else ''}, {args.bits} bits, "
-        f"{args.epochs} epochs) on the CIFAR-10 sample in {args.data} (2,000 train / 500 test images, "
-        "WordNet hierarchy)"
+        f"{args.epochs} epochs) on the CIFAR-10 sample in {args.data} ({len(trainer.train_set):,} train / "
+        f"{len(trainer.test_set):,} test images, WordNet hierarchy)"
     )
-    metrics = Trainer(config).fit()
+    metrics = trainer.fit()
     print_metrics(metrics, f"demo results ({args.output_dir}/metrics.json)")
     return metrics
 
@@ -425,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bits", type=int, default=64)
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-train-samples", type=int, help="random training subset (a quicker try)")
+    p.add_argument("--max-test-samples", type=int, help="random query subset")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/demo")
     p.set_defaults(func=cmd_demo)

