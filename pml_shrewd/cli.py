@@ -8,6 +8,7 @@ Examples::
     pml-shrewd evaluate --model runs/shrewd
     pml-shrewd index --model runs/shrewd --data photos/ --out photos.index
     pml-shrewd search --index photos.index query.jpg --k 5
+    pml-shrewd plot --codes runs/a/codes.npz runs/b/codes.npz --names SHREWD L_cls --out-dir figs
 """
 
 from __future__ import annotations
