@@ -64,7 +64,7 @@ class BenchConfig:
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    hidden_dim: int = 512
+    hidden_dim: int = 1024  # 512 before gamma was tuned; 1024 on the validation split
     lambda_kl: float = 0.001
     lambda_cls: float = 0.01
     gamma: float = 0.4  # paper: 0.1; 0.4 on the CIFAR-100 validation split (BENCHMARKS.md)
@@ -99,9 +99,9 @@ CLASSICAL = ["ITQ (PCA + rotation)"]
 # shows whether the shared protocol handicaps it (BENCHMARKS.md, tuning record). It is
 # reported beside the same-budget rows and counted in the "best baseline" margin.
 REFERENCE_BASELINES = {
-    "L_cls, own best val. setting (lr 1e-3, 2,000 steps, no BatchNorm)": (
+    "L_cls, own best val. setting (lr 1e-3, 2,000 steps, no BatchNorm, 512 hidden)": (
         "L_cls",
-        dict(lr=1e-3, steps=2000, batch_norm=False),
+        dict(lr=1e-3, steps=2000, batch_norm=False, hidden_dim=512),
     ),
 }
 BASELINES = ["L_cls", "L_KL + L_cls", *PML_BASELINES, *CLASSICAL, *REFERENCE_BASELINES]
