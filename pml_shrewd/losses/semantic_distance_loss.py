@@ -8,9 +8,8 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from ..regularizers.empirical_kl_regularizer import distance_matrix
 from ..semantic_distances.base import SemanticDistance
-from ..utils import check_embeddings
+from ..utils import check_embeddings, distance_matrix
 
 
 class SemanticDistanceLoss(BaseMetricLossFunction):
@@ -27,7 +26,7 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
     so only the *relative* layout of the codes is matched and the loss is invariant
     to scaling the codes. The default reducer averages over pairs. Codes may be float32/64,
     float16 or bfloat16 (where torch has no bfloat16 ``cdist``, as on CPU, the distance matrix
-    is computed in float32: :func:`~pml_shrewd.regularizers.empirical_kl_regularizer.distance_matrix`).
+    is computed in float32: :func:`~pml_shrewd.utils.distance_matrix`).
 
     Args:
         semantic_distance: a provider (``SemanticDistance``) mapping two id tensors to

@@ -5,48 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-from pytorch_metric_learning.distances import BaseDistance, LpDistance
+from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.regularizers import BaseRegularizer
 from pytorch_metric_learning.utils import common_functions as c_f
 
-from ..utils import check_embeddings
-
-__all__ = ["EmpiricalKLRegularizer", "distance_matrix", "has_cdist_kernel"]
-
-_CDIST_KERNELS: dict[tuple[str, torch.dtype], bool] = {}
-
-
-def has_cdist_kernel(dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether ``torch.cdist`` (forward and backward) runs in ``dtype`` on ``device``'s type.
-
-    Probed once per device type and dtype on a 1 x 2 tensor, then cached. torch 2.x has no
-    bfloat16 (nor float16) ``cdist`` kernel on CPU.
-    """
-    key = (device.type, dtype)
-    if key not in _CDIST_KERNELS:
-        try:
-            with torch.inference_mode(False), torch.enable_grad():  # also when called under no_grad
-                probe = torch.ones(1, 2, dtype=dtype, device=device, requires_grad=True)
-                torch.cdist(probe, torch.zeros_like(probe), p=1.0).sum().backward()
-            _CDIST_KERNELS[key] = True
-        except (NotImplementedError, RuntimeError):
-            _CDIST_KERNELS[key] = False
-    return _CDIST_KERNELS[key]
-
-
-def distance_matrix(distance: BaseDistance, query: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """``distance(query, ref)``, also for bfloat16 codes where torch has no ``cdist`` kernel.
-
-    PML's distances call ``torch.cdist`` for every dtype but float16 (which PML computes pair by
-    pair). For bfloat16 codes (e.g. from CPU autocast) on a device without a bfloat16 ``cdist``
-    kernel (:func:`has_cdist_kernel`; CPU in torch 2.x) the matrix is computed in float32 and
-    cast back to bfloat16, differentiably. Everything else, bfloat16 where torch has the kernel
-    included, goes through unchanged.
-    """
-    if query.dtype == torch.bfloat16 and not has_cdist_kernel(torch.bfloat16, query.device):
-        return distance(query.float(), ref.float()).to(torch.bfloat16)
-    return distance(query, ref)
+from ..utils import check_embeddings, distance_matrix
 
 
 class EmpiricalKLRegularizer(BaseRegularizer):
