@@ -34,7 +34,9 @@ def random_table(num_classes, seed):
 
 
 # ---------------------------------------------------------------- slow references
-def ref_sim_loss(z, y, table, gamma=0.1, rho=2.0, ref_z=None, ref_y=None, pairs=None, error="squared"):
+def ref_sim_loss(
+    z, y, table, gamma=0.1, rho=2.0, ref_z=None, ref_y=None, pairs=None, error="squared", balance=False
+):
     """L_sim by explicit loops over pairs, in float64 Python numbers."""
     z = z.double().tolist()
     y = y.tolist()
@@ -47,9 +49,12 @@ def ref_sim_loss(z, y, table, gamma=0.1, rho=2.0, ref_z=None, ref_y=None, pairs=
     dy = [float(table[y[i], ry[j]]) for i, j in pairs]
     tau_z = max(sum(dz) / len(dz), 1e-8)
     tau_y = max(sum(dy) / len(dy), 1e-8)
+    count = {b: dy.count(b) for b in dy}  # pairs per distinct semantic distance
     terms = []
     for a, b in zip(dz, dy):
         w = gamma**rho / (gamma + b) ** rho
+        if balance:
+            w *= len(dy) / (len(count) * count[b])
         e = a / tau_z - b / tau_y
         terms.append(w * (e * e if error == "squared" else abs(e)))
     return sum(terms) / len(terms), terms
@@ -105,6 +110,28 @@ def test_sim_loss_hyperparameters(gamma, rho, error):
     loss = SemanticDistanceLoss(TableDistance(table), gamma=gamma, rho=rho, error=error)(z, y)
     expected, _ = ref_sim_loss(z.detach(), y, table, gamma=gamma, rho=rho, error=error)
     assert loss.item() == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("num_classes,gamma", [(3, 0.1), (7, 0.4)])
+def test_sim_loss_balance_levels_matches_reference(dtype, num_classes, gamma):
+    # A three-level table, as a hierarchy gives: same class, siblings, root.
+    levels = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)
+    table = levels[torch.randint(1, 3, (num_classes, num_classes), generator=torch.Generator().manual_seed(0))]
+    table = torch.maximum(table, table.T).fill_diagonal_(0)
+    z, y = random_batch(20, 16, num_classes, dtype, seed=num_classes)
+    loss_fn = SemanticDistanceLoss(TableDistance(table), gamma=gamma, balance_levels=True)
+    loss = loss_fn(z, y)
+    expected, terms = ref_sim_loss(z.detach(), y, table, gamma=gamma, balance=True)
+    assert loss.item() == pytest.approx(expected, rel=tol(dtype))
+    unbalanced, _ = ref_sim_loss(z.detach(), y, table, gamma=gamma)
+    assert abs(expected - unbalanced) > 1e-3 * unbalanced  # the option does something
+    loss.backward()
+    assert torch.isfinite(z.grad).all()
+    # Pair by pair, too (PML's DoNothingReducer returns the unreduced terms).
+    raw = SemanticDistanceLoss(TableDistance(table), gamma=gamma, balance_levels=True, reducer=DoNothingReducer())
+    per_pair = raw(z.detach(), y)["loss"]["losses"].double()
+    assert torch.allclose(per_pair, torch.tensor(terms, dtype=torch.float64), rtol=tol(dtype), atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -33,6 +33,12 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
             distances in ``[0, 1]``; ``labels`` passed to the loss are its ids.
         gamma, rho: the weighting ``w`` above (paper defaults 0.1 and 2).
         error: ``"squared"`` (default) or ``"absolute"`` difference.
+        balance_levels: if ``True``, every distinct semantic distance in the pairs used
+            (same class, siblings, ..., root) gets the same total weight, on top of ``w``.
+            With a hierarchy most pairs of a batch meet at the root and same-class pairs
+            are about 1% of them, so without it the loss spends little on pulling a class
+            together. For discrete distances (hierarchies, labels); with continuous ones
+            (captions) nearly every pair is its own level and it changes nothing.
         detach_tau_z: if ``True``, ``tau_z`` is a constant for autograd. The default
             ``False`` keeps the gradient through ``tau_z``, which makes the loss exactly
             scale-free: it never pushes codes to shrink or grow as a whole, leaving the
@@ -55,6 +61,7 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
         gamma: float = 0.1,
         rho: float = 2.0,
         error: str = "squared",
+        balance_levels: bool = False,
         detach_tau_z: bool = False,
         eps: float = 1e-8,
         **kwargs,
@@ -78,6 +85,7 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
         self.gamma = float(gamma)
         self.rho = float(rho)
         self.error = error
+        self.balance_levels = balance_levels
         self.detach_tau_z = detach_tau_z
         self.eps = eps
         self.add_to_recordable_attributes(list_of_names=["gamma", "rho"], is_stat=False)
@@ -138,6 +146,9 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
         diff = code_dist / tau_z.clamp(min=self.eps) - sem_dist / tau_y.clamp(min=self.eps)
         err = diff.square() if self.error == "squared" else diff.abs()
         weight = (self.gamma / (self.gamma + sem_dist)) ** self.rho
+        if self.balance_levels:
+            _, level, count = torch.unique(sem_dist, return_inverse=True, return_counts=True)
+            weight = weight * (len(sem_dist) / (len(count) * count[level]).to(weight.dtype))
         return weight * err
 
     def get_default_distance(self):
