@@ -170,3 +170,16 @@ def test_config_roundtrip_and_validation(tmp_path):
             TrainConfig(**bad)
     with pytest.raises(ValueError, match="unknown fields"):
         TrainConfig.from_dict({"bitz": 3})
+
+
+@pytest.mark.parametrize("variant", ["shrewd", "shred", "sim"])
+def test_config_reaches_the_loss(variant):
+    from pml_shrewd import HierarchyDistance
+    from pml_shrewd.models import HashingModel
+    from pml_shrewd.training import build_objective
+
+    cfg = TrainConfig(variant=variant, gamma=0.3, rho=1.5, balance_levels=True)
+    model = HashingModel("test_resnet", num_bits=16, num_classes=10, pretrained=False)
+    loss_fn = build_objective(cfg, HierarchyDistance.cifar10(), model)
+    assert (loss_fn.gamma, loss_fn.rho, loss_fn.balance_levels) == (0.3, 1.5, True)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).balance_levels is True

@@ -55,6 +55,9 @@ class TrainConfig:
     lambda_cls: float = 0.01
     gamma: float = 0.1
     rho: float = 2.0
+    # Equal total weight per semantic-distance level (SemanticDistanceLoss); the CPU
+    # benchmark's validation split preferred it with rho = 0 (BENCHMARKS.md).
+    balance_levels: bool = False
     alpha: float = 0.1
     beta: float = 0.1
     # optimisation

@@ -59,6 +59,7 @@ def build_objective(config: TrainConfig, provider, model: HashingModel):
             classifier=model.classifier,
             gamma=config.gamma,
             rho=config.rho,
+            balance_levels=config.balance_levels,
             alpha=config.alpha,
             beta=config.beta,
         )
@@ -68,7 +69,9 @@ def build_objective(config: TrainConfig, provider, model: HashingModel):
             embedding_regularizer=EmpiricalKLRegularizer(alpha=config.alpha, beta=config.beta),
             embedding_reg_weight=config.lambda_kl,
         )
-    return SemanticDistanceLoss(provider, gamma=config.gamma, rho=config.rho, **kwargs)
+    return SemanticDistanceLoss(
+        provider, gamma=config.gamma, rho=config.rho, balance_levels=config.balance_levels, **kwargs
+    )
 
 
 class Trainer:
