@@ -402,9 +402,9 @@ def ordering_checks(results: dict, k: int, margin: float = 0.03) -> dict:
     def claim(text, a, b, lhs, rhs, need=0.0):
         if lhs is None or rhs is None:
             return
-        checks[text] = dict(
-            holds=bool(lhs - rhs > need), detail=f"{a} {lhs:.4f} vs {b} {rhs:.4f} ({lhs - rhs:+.4f})"
-        )
+        # "a > b" claims are strict; a margin is "at least" (rounded: 0.73 - 0.70 is 0.0299...).
+        holds = round(lhs - rhs, 9) >= need if need else lhs > rhs
+        checks[text] = dict(holds=bool(holds), detail=f"{a} {lhs:.4f} vs {b} {rhs:.4f} ({lhs - rhs:+.4f})")
 
     present = [b for b in BASELINES if b in results]
     best = max(present, key=mahp) if present else None

@@ -48,6 +48,13 @@ def test_ordering_checks_follow_the_figures():
     checks = bench.ordering_checks({k: v for k, v in results.items() if k != SHRED}, 250)
     assert checks["SHREWD binary mAHP@250 >= best baseline + 0.03"]["holds"]
     assert not any(claim.startswith("SHRED ") for claim in checks)
+    # Exactly the margin holds ("at least"); exactly equal is not "above".
+    edge = {SHREWD: _row(0.71, 0.72), "L_cls": _row(0.71, 0.72), "PML ContrastiveLoss": _row(0.68, 0.69)}
+    checks = bench.ordering_checks(edge, 250)
+    assert not checks["SHREWD binary mAHP@250 > L_cls only"]["holds"]
+    edge["L_cls"] = _row(0.60, 0.61)
+    checks = bench.ordering_checks(edge, 250)
+    assert checks["SHREWD binary mAHP@250 >= best baseline + 0.03"]["holds"]  # 0.71 - 0.68 = 0.0299... in floats
 
 
 def test_benchmark_runs_end_to_end_and_its_codes_recompute(tmp_path, capsys):
