@@ -117,7 +117,9 @@ def test_sim_loss_hyperparameters(gamma, rho, error):
 def test_sim_loss_balance_levels_matches_reference(dtype, num_classes, gamma):
     # A three-level table, as a hierarchy gives: same class, siblings, root.
     levels = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)
-    table = levels[torch.randint(1, 3, (num_classes, num_classes), generator=torch.Generator().manual_seed(0))]
+    table = levels[
+        torch.randint(1, 3, (num_classes, num_classes), generator=torch.Generator().manual_seed(0))
+    ]
     table = torch.maximum(table, table.T).fill_diagonal_(0)
     z, y = random_batch(20, 16, num_classes, dtype, seed=num_classes)
     loss_fn = SemanticDistanceLoss(TableDistance(table), gamma=gamma, balance_levels=True)
@@ -129,7 +131,9 @@ def test_sim_loss_balance_levels_matches_reference(dtype, num_classes, gamma):
     loss.backward()
     assert torch.isfinite(z.grad).all()
     # Pair by pair, too (PML's DoNothingReducer returns the unreduced terms).
-    raw = SemanticDistanceLoss(TableDistance(table), gamma=gamma, balance_levels=True, reducer=DoNothingReducer())
+    raw = SemanticDistanceLoss(
+        TableDistance(table), gamma=gamma, balance_levels=True, reducer=DoNothingReducer()
+    )
     per_pair = raw(z.detach(), y)["loss"]["losses"].double()
     assert torch.allclose(per_pair, torch.tensor(terms, dtype=torch.float64), rtol=tol(dtype), atol=1e-12)
 
