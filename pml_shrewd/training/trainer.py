@@ -48,6 +48,8 @@ def build_objective(config: TrainConfig, provider, model: HashingModel):
     from ..losses import SemanticDistanceLoss, SHREDLoss
     from ..regularizers import EmpiricalKLRegularizer
 
+    # L_sim's settings, the same for both loss classes.
+    sim_kwargs = dict(gamma=config.gamma, rho=config.rho, balance_levels=config.balance_levels)
     if config.uses_classifier:
         return SHREDLoss(
             provider if config.variant == "shred" else None,
@@ -57,11 +59,9 @@ def build_objective(config: TrainConfig, provider, model: HashingModel):
             lambda_kl=0.0 if config.variant == "cls" else config.lambda_kl,
             lambda_cls=config.lambda_cls,
             classifier=model.classifier,
-            gamma=config.gamma,
-            rho=config.rho,
-            balance_levels=config.balance_levels,
             alpha=config.alpha,
             beta=config.beta,
+            **sim_kwargs,
         )
     kwargs: dict[str, Any] = {}
     if config.variant == "shrewd" and config.lambda_kl > 0:
@@ -69,9 +69,7 @@ def build_objective(config: TrainConfig, provider, model: HashingModel):
             embedding_regularizer=EmpiricalKLRegularizer(alpha=config.alpha, beta=config.beta),
             embedding_reg_weight=config.lambda_kl,
         )
-    return SemanticDistanceLoss(
-        provider, gamma=config.gamma, rho=config.rho, balance_levels=config.balance_levels, **kwargs
-    )
+    return SemanticDistanceLoss(provider, **sim_kwargs, **kwargs)
 
 
 class Trainer:
