@@ -35,6 +35,7 @@ from .semantic_distances import (
     HierarchyDistance,
     LabelDistance,
     MatrixDistance,
+    PowerDistance,
     SemanticDistance,
     SentenceEmbeddingDistance,
     load_wordnet,
@@ -53,6 +54,7 @@ __all__ = [
     "HierarchyDistance",
     "SentenceEmbeddingDistance",
     "MatrixDistance",
+    "PowerDistance",
     "LabelDistance",
     "load_wordnet",
     # retrieval and evaluation

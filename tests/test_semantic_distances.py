@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pml_shrewd.semantic_distances import HierarchyDistance, LabelDistance, MatrixDistance
+from pml_shrewd.semantic_distances import HierarchyDistance, LabelDistance, MatrixDistance, PowerDistance
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -335,3 +335,39 @@ def test_chunked_matrix_build_matches_reference(monkeypatch):
     leaves = sorted(n for n in names if n not in inner)
     ref = reference_hierarchy_matrix(edges, leaves)
     np.testing.assert_allclose(HierarchyDistance(edges).matrix().numpy(), ref, rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- PowerDistance
+
+
+@pytest.mark.parametrize("exponent", [0.25, 0.5, 1.0, 2.0])
+def test_power_distance_matches_loops(exponent):
+    edges, names = random_tree(random.Random(3), 15)
+    tree = HierarchyDistance(edges)
+    provider = PowerDistance(tree, exponent)
+    ids_a, ids_b = torch.tensor([0, 2, 1, 2]), torch.tensor([1, 0, 2])
+    base = tree(ids_a, ids_b)
+    expected = torch.tensor([[float(base[i, j]) ** exponent for j in range(3)] for i in range(4)])
+    torch.testing.assert_close(provider(ids_a, ids_b), expected)
+    assert provider.num_ids == tree.num_ids
+
+
+def test_power_distance_keeps_order_and_endpoints():
+    tree = HierarchyDistance(HAND_EDGES)  # classes sorted: car, cat, dog, fish
+    d, d_half = tree.matrix(), PowerDistance(tree, 0.5).matrix()
+    assert torch.equal(d_half == 0, d == 0) and torch.equal(d_half == 1, d == 1)
+    # cat-dog (siblings) grows relative to cat-car (root): the gap to the nearest class widens.
+    assert d_half[1, 2] > d[1, 2] and d_half[1, 0] == d[1, 0] == 1
+    order = d.flatten().argsort(stable=True)
+    assert torch.equal(d_half.flatten()[order], d_half.flatten()[order].sort().values)
+
+
+def test_power_distance_checks_ids_and_arguments():
+    provider = PowerDistance(LabelDistance(3), 0.5)
+    with pytest.raises(IndexError, match="outside its range"):
+        provider(torch.tensor([0, 3]))
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="exponent > 0"):
+            PowerDistance(LabelDistance(3), bad)
+    with pytest.raises(TypeError, match="wraps a SemanticDistance"):
+        PowerDistance(np.zeros((3, 3)), 0.5)

@@ -183,3 +183,20 @@ def test_config_reaches_the_loss(variant):
     loss_fn = build_objective(cfg, HierarchyDistance.cifar10(), model)
     assert (loss_fn.gamma, loss_fn.rho, loss_fn.balance_levels) == (0.3, 1.5, True)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).balance_levels is True
+
+
+@pytest.mark.parametrize("variant", ["shrewd", "shred", "sim"])
+def test_semantic_power_reshapes_the_training_distances_only(variant):
+    from pml_shrewd import HierarchyDistance, PowerDistance
+    from pml_shrewd.models import HashingModel
+    from pml_shrewd.training import build_objective
+
+    tree = HierarchyDistance.cifar10()
+    model = HashingModel("test_resnet", num_bits=16, num_classes=10, pretrained=False)
+    loss_fn = build_objective(TrainConfig(variant=variant, semantic_power=0.5), tree, model)
+    assert isinstance(loss_fn.semantic_distance, PowerDistance)
+    torch.testing.assert_close(loss_fn.semantic_distance.matrix(), tree.matrix().sqrt())
+    # The default trains on the provider itself.
+    assert build_objective(TrainConfig(variant=variant), tree, model).semantic_distance is tree
+    with pytest.raises(ValueError, match="semantic_power"):
+        TrainConfig(semantic_power=0.0)

@@ -4,6 +4,7 @@ from .base import SemanticDistance
 from .hierarchy import HierarchyDistance
 from .label import LabelDistance
 from .matrix import MatrixDistance
+from .power import PowerDistance
 from .sentence import SentenceEmbeddingDistance
 from .wordnet import WordNetNotFoundError, load_wordnet, synset_to_wnid, wordnet_synset
 
@@ -12,6 +13,7 @@ __all__ = [
     "HierarchyDistance",
     "LabelDistance",
     "MatrixDistance",
+    "PowerDistance",
     "SentenceEmbeddingDistance",
     "WordNetNotFoundError",
     "load_wordnet",

@@ -58,6 +58,9 @@ class TrainConfig:
     # Equal total weight per semantic-distance level (SemanticDistanceLoss); the CPU
     # benchmark's validation split preferred it with rho = 0 (BENCHMARKS.md).
     balance_levels: bool = False
+    # L_sim trains on d ** semantic_power (PowerDistance; evaluation keeps d): below 1 it
+    # widens the gap between a class and its nearest classes (BENCHMARKS.md).
+    semantic_power: float = 1.0
     alpha: float = 0.1
     beta: float = 0.1
     # optimisation
@@ -110,7 +113,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"TrainConfig.{name} must be None or a positive int, got {value!r}")
-        for name in ("lr", "gamma"):
+        for name in ("lr", "gamma", "semantic_power"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("lambda_kl", "lambda_cls", "weight_decay", "rho"):

@@ -44,9 +44,17 @@ def gather_with_grad(accelerator, x: torch.Tensor) -> torch.Tensor:
 
 
 def build_objective(config: TrainConfig, provider, model: HashingModel):
-    """The PML loss of ``config.variant`` (see :class:`TrainConfig`)."""
+    """The PML loss of ``config.variant`` (see :class:`TrainConfig`).
+
+    ``provider`` gives the semantic distances; with ``config.semantic_power != 1`` the loss
+    trains on their power (:class:`~pml_shrewd.semantic_distances.PowerDistance`).
+    """
     from ..losses import SemanticDistanceLoss, SHREDLoss
     from ..regularizers import EmpiricalKLRegularizer
+    from ..semantic_distances import PowerDistance
+
+    if config.semantic_power != 1.0 and provider is not None:
+        provider = PowerDistance(provider, config.semantic_power)
 
     # L_sim's settings, the same for both loss classes.
     sim_kwargs = dict(gamma=config.gamma, rho=config.rho, balance_levels=config.balance_levels)
