@@ -94,13 +94,16 @@ class BenchConfig:
     extra: dict = field(default_factory=dict)
 
 
+# The paper's variants, by row name (the names key results.json, the table and the npz files).
+L_CLS, L_SIM, KL_CLS = "L_cls", "L_sim", "L_KL + L_cls"
+SHREWD, SHRED = "SHREWD (L_sim + L_KL)", "SHRED (L_sim + L_KL + L_cls)"
 # name -> which terms; the PML baselines train on class labels only.
 PAPER_VARIANTS = {
-    "L_cls": dict(sim=False, kl=False, cls=True),
-    "L_sim": dict(sim=True, kl=False, cls=False),
-    "L_KL + L_cls": dict(sim=False, kl=True, cls=True),
-    "SHREWD (L_sim + L_KL)": dict(sim=True, kl=True, cls=False),
-    "SHRED (L_sim + L_KL + L_cls)": dict(sim=True, kl=True, cls=True),
+    L_CLS: dict(sim=False, kl=False, cls=True),
+    L_SIM: dict(sim=True, kl=False, cls=False),
+    KL_CLS: dict(sim=False, kl=True, cls=True),
+    SHREWD: dict(sim=True, kl=True, cls=False),
+    SHRED: dict(sim=True, kl=True, cls=True),
 }
 PML_BASELINES = ["PML ContrastiveLoss", "PML TripletMarginLoss + miner", "PML MultiSimilarityLoss + miner"]
 CLASSICAL = ["ITQ (PCA + rotation)"]
@@ -109,11 +112,11 @@ CLASSICAL = ["ITQ (PCA + rotation)"]
 # reported beside the same-budget rows and counted in the "best baseline" margin.
 REFERENCE_BASELINES = {
     "L_cls, own best val. setting (lr 1e-3, 2,000 steps, no BatchNorm, 512 hidden)": (
-        "L_cls",
+        L_CLS,
         dict(lr=1e-3, steps=2000, batch_norm=False, hidden_dim=512),
     ),
 }
-BASELINES = ["L_cls", "L_KL + L_cls", *PML_BASELINES, *CLASSICAL, *REFERENCE_BASELINES]
+BASELINES = [L_CLS, KL_CLS, *PML_BASELINES, *CLASSICAL, *REFERENCE_BASELINES]
 
 
 def kl_regularizer(cfg: BenchConfig) -> EmpiricalKLRegularizer:
@@ -323,12 +326,8 @@ def main(argv=None) -> dict:
     variants = args.variants or [*PAPER_VARIANTS, *PML_BASELINES, *CLASSICAL, *REFERENCE_BASELINES]
     # (row name, variant, config overrides)
     runs = [(name, *REFERENCE_BASELINES.get(name, (name, {}))) for name in variants]
-    if "SHREWD (L_sim + L_KL)" in variants:
-        runs += [
-            (f"SHREWD (L_sim + L_KL) @{b} bits", "SHREWD (L_sim + L_KL)", {"bits": b})
-            for b in args.bits_sweep
-            if b != cfg.bits
-        ]
+    if SHREWD in variants:
+        runs += [(f"{SHREWD} @{b} bits", SHREWD, {"bits": b}) for b in args.bits_sweep if b != cfg.bits]
     results = {}
     for key, name, overrides in runs:
         run_cfg = BenchConfig(**{**asdict(cfg), **overrides})
@@ -410,9 +409,9 @@ def ordering_checks(results: dict, k: int, margin: float = 0.03) -> dict:
     present = [b for b in BASELINES if b in results]
     best = max(present, key=mahp) if present else None
     pml = best_pml_baseline(results, k)
-    for ours in ("SHREWD (L_sim + L_KL)", "SHRED (L_sim + L_KL + L_cls)"):
+    for ours in (SHREWD, SHRED):
         short = ours.split(" ")[0]
-        claim(f"{short} binary {key} > L_cls only", short, "L_cls", mahp(ours), mahp("L_cls"))
+        claim(f"{short} binary {key} > L_cls only", short, L_CLS, mahp(ours), mahp(L_CLS))
         claim(f"{short} binary {key} > best PML baseline", short, pml, mahp(ours), mahp(pml) if pml else None)
         claim(
             f"{short} binary {key} >= best baseline + {margin}",
@@ -422,22 +421,20 @@ def ordering_checks(results: dict, k: int, margin: float = 0.03) -> dict:
             mahp(best) if best else None,
             need=margin,
         )
-    claim(
-        f"L_sim alone below SHREWD ({key})", "SHREWD", "L_sim", mahp("SHREWD (L_sim + L_KL)"), mahp("L_sim")
-    )
+    claim(f"L_sim alone below SHREWD ({key})", "SHREWD", L_SIM, mahp(SHREWD), mahp(L_SIM))
     claim(
         "binarisation drop smaller with L_KL (L_sim vs SHREWD)",
         "L_sim drop",
         "SHREWD drop",
-        drop("L_sim"),
-        drop("SHREWD (L_sim + L_KL)"),
+        drop(L_SIM),
+        drop(SHREWD),
     )
     claim(
         "binarisation drop smaller with L_KL (L_cls vs L_KL + L_cls)",
         "L_cls drop",
         "L_KL + L_cls drop",
-        drop("L_cls"),
-        drop("L_KL + L_cls"),
+        drop(L_CLS),
+        drop(KL_CLS),
     )
     return checks
 
@@ -448,7 +445,7 @@ def best_pml_baseline(results: dict, k: int) -> str | None:
 
 
 def plot_curves(results: dict, cfg: BenchConfig, path: Path, dataset: str) -> None:
-    names = ["SHREWD (L_sim + L_KL)", "L_cls", best_pml_baseline(results, cfg.hp_k)]
+    names = [SHREWD, L_CLS, best_pml_baseline(results, cfg.hp_k)]
     curves = {}
     for name in names:
         if name in results:

@@ -15,7 +15,7 @@ from pml_shrewd.retrieval import mahp_at_k, mean_average_precision, unpack_codes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import benchmark_cifar as bench  # noqa: E402
 
-SHREWD, SHRED = "SHREWD (L_sim + L_KL)", "SHRED (L_sim + L_KL + L_cls)"
+SHREWD, SHRED = bench.SHREWD, bench.SHRED
 
 
 def _row(mahp, cont):
