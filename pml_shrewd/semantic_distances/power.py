@@ -15,7 +15,7 @@ class PowerDistance(SemanticDistance):
     The power keeps 0 (same target) at 0, 1 (unrelated) at 1 and the order of every
     pair, so rankings by the hierarchy are unchanged; it only moves the levels in
     between. An exponent below 1 spreads the small distances: with Barz & Denzler's
-    CIFAR-100 tree, sibling classes (``d = 0.25``) become ``0.5`` apart at exponent 0.5,
+    CIFAR-100 tree, sibling classes (``d = 0.125``) become ``0.35`` apart at exponent 0.5,
     so ``SemanticDistanceLoss`` asks for a wider gap between a class and its nearest
     neighbours than the linear target does, which is what top-k retrieval rewards.
     Train with the reshaped provider; evaluate with the original one.
