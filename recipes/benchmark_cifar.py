@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -91,6 +93,8 @@ class BenchConfig:
     # its nearest classes (validation split: SHREWD 0.712 -> 0.722, mAP 0.40 -> 0.52, BENCHMARKS.md).
     # mAHP is always scored on d itself.
     sem_power: float = 0.5
+    drop_rate: float = 0.0  # dropout on the head's input features (HashHead(drop_rate=...))
+    pca_dim: int = 0  # > 0: whitened PCA of the features to this many dims before every head
     extra: dict = field(default_factory=dict)
 
 
@@ -167,7 +171,13 @@ def make_objective(name: str, provider, num_classes: int, cfg: BenchConfig):
 def train_head(name, x_train, y_train, provider, num_classes, cfg: BenchConfig) -> HashHead:
     """Train one hash head on fixed features; identical seed, batches and budget for all."""
     torch.manual_seed(cfg.seed)
-    head = HashHead(x_train.shape[1], cfg.bits, hidden_dim=cfg.hidden_dim, batch_norm=cfg.batch_norm)
+    head = HashHead(
+        x_train.shape[1],
+        cfg.bits,
+        hidden_dim=cfg.hidden_dim,
+        batch_norm=cfg.batch_norm,
+        drop_rate=cfg.drop_rate,
+    )
     loss_fn, miner = make_objective(name, provider, num_classes, cfg)
     params = [*head.parameters(), *loss_fn.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -258,6 +268,70 @@ def evaluate_variant(z_test, z_train, y_test, y_train, providers: dict, cfg: Ben
     return out
 
 
+@dataclass
+class BenchData:
+    """Everything a variant's run reads: standardised features, labels, hierarchies."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    providers: dict
+    train_provider: object
+    num_classes: int
+    out: Path
+
+
+def run_variant(key: str, name: str, overrides: dict, cfg: BenchConfig, data: BenchData) -> dict:
+    """Train (or fit) one variant, evaluate it, save its binary codes; returns its figures."""
+    run_cfg = BenchConfig(**{**asdict(cfg), **overrides})
+    bits = run_cfg.bits
+    t0 = time.time()
+    if name in CLASSICAL:
+        z_tr, z_te = itq_codes(data.x_train, data.x_test, bits, cfg.seed)
+    else:
+        xt_tr, yt_tr = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+        head = train_head(name, xt_tr, yt_tr, data.train_provider, data.num_classes, run_cfg)
+        with torch.no_grad():
+            z_tr, z_te = head(xt_tr).numpy(), head(torch.from_numpy(data.x_test)).numpy()
+    train_s = time.time() - t0
+    metrics = evaluate_variant(z_te, z_tr, data.y_test, data.y_train, data.providers, run_cfg)
+    metrics.update(
+        bits=bits, overrides=overrides, train_seconds=train_s, eval_seconds=time.time() - t0 - train_s
+    )
+    slug = "".join(c if c.isalnum() else "_" for c in key).strip("_")
+    np.savez_compressed(
+        data.out / "codes" / f"{slug}.npz",
+        test_codes=pack_codes((z_te > 0.5).astype(np.uint8)),
+        train_codes=pack_codes((z_tr > 0.5).astype(np.uint8)),
+        test_labels=data.y_test.astype(np.int16),
+        train_labels=data.y_train.astype(np.int16),
+        bits=bits,
+    )
+    k = cfg.hp_k
+    print(
+        f"{key:<40} mAP {metrics['mAP']:.4f} (cont {metrics['mAP_continuous']:.4f})  "
+        f"mAHP@{k} {metrics[f'mAHP@{k}']:.4f} (cont {metrics[f'mAHP@{k}_continuous']:.4f})  "
+        f"probe {metrics['probe_acc']:.3f}  balance {metrics['bit_balance']:.3f}  [{train_s:.0f}s + "
+        f"{metrics['eval_seconds']:.0f}s]",
+        flush=True,
+    )
+    return metrics
+
+
+_WORKER_DATA: BenchData | None = None
+
+
+def _init_worker(data: BenchData, threads: int) -> None:
+    global _WORKER_DATA
+    _WORKER_DATA = data
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(key: str, name: str, overrides: dict, cfg: BenchConfig) -> dict:
+    return run_variant(key, name, overrides, cfg, _WORKER_DATA)
+
+
 def providers_for(dataset: str, barz_file: str | None) -> dict:
     """Hierarchies used for training (first) and evaluation (all)."""
     if dataset == "cifar100":
@@ -293,7 +367,8 @@ def main(argv=None) -> dict:
     p.add_argument("--validate", action="store_true", help="tune on a validation split of train")
     p.add_argument("--variants", nargs="*", default=None, help="subset of variant names")
     p.add_argument("--bits-sweep", type=int, nargs="*", default=[16, 32, 128])
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (per worker with --workers)")
+    p.add_argument("--workers", type=int, default=1, help="variants trained in parallel processes")
     p.add_argument("--benchmarks-md", default=None, help="update this dataset's section of BENCHMARKS.md")
     for f in BenchConfig.__dataclass_fields__.values():
         if f.name == "extra":
@@ -315,12 +390,15 @@ def main(argv=None) -> dict:
     x_tr, y_tr, x_te, y_te, classes = load_split_features(args, cfg)
     mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    if cfg.pca_dim:
+        # Fitted on the training features only; whitened so every input keeps unit variance.
+        pca = PCA(n_components=cfg.pca_dim, whiten=True, random_state=cfg.seed).fit(x_tr)
+        x_tr, x_te = pca.transform(x_tr).astype(np.float32), pca.transform(x_te).astype(np.float32)
     providers = providers_for(args.dataset, args.barz_hierarchy)
     train_provider = next(iter(providers.values()))
     if cfg.sem_power != 1.0:
         train_provider = PowerDistance(train_provider, cfg.sem_power)
     num_classes = len(classes)
-    xt_tr, yt_tr = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
 
     features_seconds = time.time() - started
     variants = args.variants or [*PAPER_VARIANTS, *PML_BASELINES, *CLASSICAL, *REFERENCE_BASELINES]
@@ -328,39 +406,20 @@ def main(argv=None) -> dict:
     runs = [(name, *REFERENCE_BASELINES.get(name, (name, {}))) for name in variants]
     if SHREWD in variants:
         runs += [(f"{SHREWD} @{b} bits", SHREWD, {"bits": b}) for b in args.bits_sweep if b != cfg.bits]
-    results = {}
-    for key, name, overrides in runs:
-        run_cfg = BenchConfig(**{**asdict(cfg), **overrides})
-        bits = run_cfg.bits
-        t0 = time.time()
-        if name in CLASSICAL:
-            z_tr, z_te = itq_codes(x_tr, x_te, bits, cfg.seed)
-        else:
-            head = train_head(name, xt_tr, yt_tr, train_provider, num_classes, run_cfg)
-            with torch.no_grad():
-                z_tr, z_te = head(xt_tr).numpy(), head(torch.from_numpy(x_te)).numpy()
-        train_s = time.time() - t0
-        metrics = evaluate_variant(z_te, z_tr, y_te, y_tr, providers, run_cfg)
-        metrics.update(
-            bits=bits, overrides=overrides, train_seconds=train_s, eval_seconds=time.time() - t0 - train_s
-        )
-        results[key] = metrics
-        slug = "".join(c if c.isalnum() else "_" for c in key).strip("_")
-        np.savez_compressed(
-            out / "codes" / f"{slug}.npz",
-            test_codes=pack_codes((z_te > 0.5).astype(np.uint8)),
-            train_codes=pack_codes((z_tr > 0.5).astype(np.uint8)),
-            test_labels=y_te.astype(np.int16),
-            train_labels=y_tr.astype(np.int16),
-            bits=bits,
-        )
-        print(
-            f"{key:<40} mAP {metrics['mAP']:.4f} (cont {metrics['mAP_continuous']:.4f})  "
-            f"mAHP@{cfg.hp_k} {metrics[f'mAHP@{cfg.hp_k}']:.4f} (cont {metrics[f'mAHP@{cfg.hp_k}_continuous']:.4f})  "
-            f"probe {metrics['probe_acc']:.3f}  balance {metrics['bit_balance']:.3f}  [{train_s:.0f}s + "
-            f"{metrics['eval_seconds']:.0f}s]",
-            flush=True,
-        )
+    data = BenchData(x_tr, y_tr, x_te, y_te, providers, train_provider, num_classes, out)
+    if args.workers > 1:
+        # Independent variants in parallel processes, ``--threads`` each (default 1): on 2 cores
+        # two 1-thread runs finish sooner than one 2-thread run after another (small matmuls).
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            args.workers, mp_context=ctx, initializer=_init_worker, initargs=(data, args.threads or 1)
+        ) as pool:
+            futures = {
+                key: pool.submit(_run_in_worker, key, name, overrides, cfg) for key, name, overrides in runs
+            }
+            results = {key: future.result() for key, future in futures.items()}
+    else:
+        results = {key: run_variant(key, name, overrides, cfg, data) for key, name, overrides in runs}
 
     report = dict(
         dataset=args.dataset,
@@ -370,7 +429,12 @@ def main(argv=None) -> dict:
         command=" ".join(["python", *sys.argv])
         if argv is None
         else " ".join(["python recipes/benchmark_cifar.py", *argv]),
-        machine=f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        machine=f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        + (
+            f"{args.workers} worker processes x {args.threads or 1} thread(s)"
+            if args.workers > 1
+            else f"{torch.get_num_threads()} threads"
+        ),
         wall_seconds=time.time() - started,
         features_seconds=features_seconds,
         results={k: {m: v for m, v in r.items() if not m.startswith("hp_curve")} for k, r in results.items()},

