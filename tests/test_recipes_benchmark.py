@@ -82,8 +82,7 @@ def test_benchmark_runs_end_to_end_and_its_codes_recompute(tmp_path, capsys):
     # Anyone can recompute the figures from the saved binary codes.
     provider = HierarchyDistance.cifar10()
     for name, row in saved["results"].items():
-        slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
-        codes = np.load(out / "codes" / f"{slug}.npz")
+        codes = np.load(out / "codes" / f"{bench.variant_slug(name)}.npz")
         bits = int(codes["bits"])
         assert bits == row["bits"]
         q, db = unpack_codes(codes["test_codes"], bits), unpack_codes(codes["train_codes"], bits)

@@ -1,0 +1,79 @@
+"""What a variant's top-k Hamming neighbours are made of, from ``benchmark_cifar.py``'s saved codes.
+
+    python recipes/topk_composition.py benchmarks/results/cifar100 --dataset cifar100 \\
+        --barz-hierarchy ../shared/data/hierarchies/cifar100_cifar.parent-child.txt
+
+mAHP@k mixes two things: how many of a query's k nearest train images share its class,
+and how close (in the hierarchy) the classes of the others are. This splits them, per
+variant: ``same_class`` (mean fraction of the top k in the query's class),
+``other_class_similarity`` (mean 1 - d over the top-k items of other classes, queries
+whose top k has one), and ``top1`` (the nearest item's class is the query's). Search is
+exact (faiss flat binary index through ``HashIndex``, ties in insertion order like the
+metrics). Writes ``topk_composition.json`` into the results directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_cifar import providers_for, variant_slug  # noqa: E402
+
+from pml_shrewd.retrieval import HashIndex  # noqa: E402
+
+
+def topk_composition(codes_file: Path, similarity: np.ndarray, k: int) -> dict:
+    """Same-class fraction, similarity of the other-class items and top-1 of one codes file."""
+    data = np.load(codes_file)
+    bits = int(data["bits"])
+    index = HashIndex(bits)
+    index.add_packed(data["train_codes"], labels=data["train_labels"].astype(np.int64))
+    _, ids = index.search_packed(data["test_codes"], k)
+    neighbours = index.get_labels(ids)
+    queries = data["test_labels"].astype(np.int64)[:, None]
+    same = neighbours == queries
+    sims = similarity[queries, neighbours]
+    other = ~same
+    has_other = other.any(axis=1)
+    other_sim = (sims * other).sum(axis=1)[has_other] / other.sum(axis=1)[has_other]
+    return dict(
+        bits=bits,
+        same_class=float(same.mean()),
+        other_class_similarity=float(other_sim.mean()) if has_other.any() else float("nan"),
+        top1=float(same[:, 0].mean()),
+    )
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results_dir", help="an --out directory of benchmark_cifar.py (with codes/)")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100"], required=True)
+    p.add_argument("--barz-hierarchy", default=None)
+    p.add_argument("--k", type=int, default=250)
+    args = p.parse_args(argv)
+    results_dir = Path(args.results_dir)
+    codes_dir = results_dir / "codes"
+    if not codes_dir.is_dir():
+        raise FileNotFoundError(f"{codes_dir} not found: pass benchmark_cifar.py's --out directory")
+    name, provider = next(iter(providers_for(args.dataset, args.barz_hierarchy).items()))
+    saved = json.loads((results_dir / "results.json").read_text())
+    similarity = 1.0 - provider.matrix().numpy()
+    rows = {}
+    for variant in saved["results"]:
+        rows[variant] = topk_composition(codes_dir / f"{variant_slug(variant)}.npz", similarity, args.k)
+    report = dict(hierarchy=name, k=args.k, results=rows)
+    (results_dir / "topk_composition.json").write_text(json.dumps(report, indent=2))
+    print(f"| variant | top-{args.k}: same class | similarity of the other classes [{name}] | top-1 |")
+    print("|---|---|---|---|")
+    for variant, r in rows.items():
+        print(f"| {variant} | {r['same_class']:.3f} | {r['other_class_similarity']:.3f} | {r['top1']:.3f} |")
+    return report
+
+
+if __name__ == "__main__":
+    main()

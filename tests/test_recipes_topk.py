@@ -1,0 +1,51 @@
+"""recipes/topk_composition.py: the split of the top k into same-class and other-class items."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pml_shrewd import HierarchyDistance
+from pml_shrewd.retrieval import pack_codes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+import topk_composition  # noqa: E402
+
+
+def _reference(q, db, yq, ydb, sim, k):
+    same, other_sims, top1 = [], [], []
+    for i in range(len(q)):
+        ham = [(int((q[i] != db[j]).sum()), j) for j in range(len(db))]  # ties: insertion order
+        nearest = [j for _, j in sorted(ham)[:k]]
+        labels = [int(ydb[j]) for j in nearest]
+        same.append(np.mean([lab == yq[i] for lab in labels]))
+        others = [sim[yq[i], lab] for lab in labels if lab != yq[i]]
+        if others:
+            other_sims.append(np.mean(others))
+        top1.append(labels[0] == yq[i])
+    return np.mean(same), np.mean(other_sims), np.mean(top1)
+
+
+@pytest.mark.parametrize("bits,k", [(8, 5), (16, 12)])
+def test_topk_composition_matches_a_brute_force_loop(tmp_path, bits, k):
+    rng = np.random.default_rng(bits)
+    q, db = rng.integers(0, 2, (15, bits), dtype=np.uint8), rng.integers(0, 2, (40, bits), dtype=np.uint8)
+    yq, ydb = rng.integers(0, 10, 15), rng.integers(0, 10, 40)
+    (tmp_path / "codes").mkdir()
+    np.savez(tmp_path / "codes" / f"{topk_composition.variant_slug('A + B')}.npz", test_codes=pack_codes(q), train_codes=pack_codes(db),
+             test_labels=yq.astype(np.int16), train_labels=ydb.astype(np.int16), bits=bits)  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps({"results": {"A + B": {}}}))
+    report = topk_composition.main([str(tmp_path), "--dataset", "cifar10", "--k", str(k)])
+    sim = 1.0 - HierarchyDistance.cifar10().matrix().numpy()
+    same, other, top1 = _reference(q, db, yq, ydb, sim, k)
+    row = report["results"]["A + B"]
+    assert row["same_class"] == pytest.approx(same) and row["top1"] == pytest.approx(top1)
+    assert row["other_class_similarity"] == pytest.approx(other)
+    assert json.loads((tmp_path / "topk_composition.json").read_text())["results"]["A + B"] == row
+
+
+def test_topk_composition_names_a_missing_codes_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="codes"):
+        topk_composition.main([str(tmp_path), "--dataset", "cifar10"])
