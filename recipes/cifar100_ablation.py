@@ -1,0 +1,142 @@
+"""Recipe: the paper's table-1 ablation end to end (L_cls, L_sim, L_KL + L_cls, SHREWD, SHRED).
+
+Trains every variant with the CIFAR-100 recipe (``configs/cifar100_shrewd.json``: ResNet-18,
+small-image stem, SGD, paper losses), the same settings and seed for each, then writes
+``ablation.json`` and ``table.md`` (binary and continuous mAHP@k, mAP, the binarisation
+drop, bit balance, the paper's orderings) to ``--out``. Flags after ``--`` go to every
+``pml-shrewd train`` run unchanged. Variants run ``--parallel`` at a time as separate
+processes: on one GPU, several small CIFAR runs side by side keep it busier than one::
+
+    python recipes/cifar100_ablation.py --data ~/data/cifar --out runs/ablation -- --epochs 30
+    python recipes/cifar100_ablation.py --data /tmp/data/cifar100 --parallel 5 -- \\
+        --dataset folder --hierarchy-file cifar100_cifar.parent-child.txt --num-workers 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "cifar100_shrewd.json")
+VARIANTS = ("cls", "sim", "kl_cls", "shrewd", "shred")
+NAMES = {
+    "cls": "L_cls",
+    "sim": "L_sim",
+    "kl_cls": "L_KL + L_cls",
+    "shrewd": "SHREWD (L_sim + L_KL)",
+    "shred": "SHRED (L_sim + L_KL + L_cls)",
+}
+
+
+def run_variants(variants, data: str, out: str, parallel: int, train_args: list[str]) -> dict[str, float]:
+    """Train each variant in its own ``pml-shrewd train`` process, ``parallel`` at a time; wall seconds each."""
+    pending, running, seconds = list(variants), {}, {}
+    while pending or running:
+        while pending and len(running) < parallel:
+            variant = pending.pop(0)
+            run_dir = os.path.join(out, variant)
+            os.makedirs(run_dir, exist_ok=True)
+            cmd = [sys.executable, "-m", "pml_shrewd.cli", "train", "--config", CONFIG, "--data", data]
+            cmd += ["--variant", variant, "--output-dir", run_dir, *train_args]
+            log = open(os.path.join(run_dir, "train.log"), "w")
+            running[variant] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.time())
+            print(f"started {variant}: {' '.join(cmd)}", flush=True)
+        time.sleep(2)
+        for variant, (proc, log, started) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[variant]
+            seconds[variant] = round(time.time() - started, 1)
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    f"variant {variant!r} failed (exit {proc.returncode}); see {os.path.join(out, variant, 'train.log')}"
+                )
+            print(f"finished {variant} in {seconds[variant]:.0f} s", flush=True)
+    return seconds
+
+
+def summarise(out: str, variants, seconds: dict[str, float], k: int) -> dict:
+    """Collect each run's ``metrics.json`` into one table and check the paper's orderings."""
+    rows = {}
+    for variant in variants:
+        with open(os.path.join(out, variant, "metrics.json")) as f:
+            m = json.load(f)
+        rows[variant] = {
+            "name": NAMES[variant],
+            "mAHP": m[f"mAHP@{k}"],
+            "mAHP_continuous": m[f"mAHP@{k}_continuous"],
+            "drop": m[f"mAHP@{k}_continuous"] - m[f"mAHP@{k}"],
+            "mAP": m["mAP"],
+            "mAP_continuous": m["mAP_continuous"],
+            "bit_balance": m["bit_balance"],
+            "quantization_error": m["quantization_error"],
+            "epochs": m["epochs_completed"],
+            "wall_seconds": seconds.get(variant),
+        }
+    mahp = {v: r["mAHP"] for v, r in rows.items()}
+    checks = {}
+    if {"shrewd", "cls"} <= rows.keys():
+        checks["SHREWD above L_cls"] = mahp["shrewd"] > mahp["cls"]
+    if {"shred", "cls"} <= rows.keys():
+        checks["SHRED above L_cls"] = mahp["shred"] > mahp["cls"]
+    if {"sim", "shrewd"} <= rows.keys():
+        checks["L_sim below SHREWD"] = mahp["sim"] < mahp["shrewd"]
+        checks["drop smaller with L_KL (SHREWD vs L_sim)"] = rows["shrewd"]["drop"] < rows["sim"]["drop"]
+    if {"kl_cls", "cls"} <= rows.keys():
+        checks["drop smaller with L_KL (L_KL + L_cls vs L_cls)"] = (
+            rows["kl_cls"]["drop"] < rows["cls"]["drop"]
+        )
+    return {"k": k, "rows": rows, "checks": checks}
+
+
+def markdown(summary: dict) -> str:
+    k = summary["k"]
+    lines = [
+        f"| variant | mAHP@{k} | continuous | drop | mAP | bit balance | epochs | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in summary["rows"].values():
+        lines.append(
+            f"| {r['name']} | {r['mAHP']:.4f} | {r['mAHP_continuous']:.4f} | {r['drop']:+.4f} | "
+            f"{r['mAP']:.4f} | {r['bit_balance']:.3f} | {r['epochs']} | {r['wall_seconds']} |"
+        )
+    lines.append("")
+    lines += [f"- {name}: {'holds' if ok else 'fails'}" for name, ok in summary["checks"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="CIFAR-100 root (torchvision or JPEG ImageFolder layout)")
+    p.add_argument("--out", default="runs/cifar100_ablation")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--parallel", type=int, default=1, help="variants trained at the same time")
+    p.add_argument("--k", type=int, default=250, help="k of mAHP@k (the runs' --hp-k)")
+    args = p.parse_args(own)
+    if args.parallel < 1:
+        p.error("--parallel must be >= 1")
+    start = time.time()
+    seconds = run_variants(
+        args.variants, args.data, args.out, args.parallel, [*train_args, "--hp-k", str(args.k)]
+    )
+    summary = summarise(args.out, args.variants, seconds, args.k)
+    summary.update(train_args=train_args, wall_seconds=round(time.time() - start, 1))
+    with open(os.path.join(args.out, "ablation.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    table = markdown(summary)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
