@@ -66,6 +66,11 @@ def summarise(out: str, variants, seconds: dict[str, float], k: int) -> dict:
     for variant in variants:
         with open(os.path.join(out, variant, "metrics.json")) as f:
             m = json.load(f)
+        if f"mAHP@{k}" not in m:  # evaluation caps k at the database size
+            found = sorted(key for key in m if key.startswith("mAHP@"))
+            raise KeyError(
+                f"{variant}: metrics.json has no mAHP@{k} (has {found}); is the database smaller than k?"
+            )
         rows[variant] = {
             "name": NAMES[variant],
             "mAHP": m[f"mAHP@{k}"],

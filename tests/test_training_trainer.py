@@ -3,11 +3,13 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from test_data_layouts import write_captions, write_folder, write_npz
 
 from pml_shrewd.cli import main
+from pml_shrewd.data import class_balanced_order
 from pml_shrewd.training import TrainConfig, Trainer, gather_with_grad
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs")
@@ -200,3 +202,54 @@ def test_semantic_power_reshapes_the_training_distances_only(variant):
     assert build_objective(TrainConfig(variant=variant), tree, model).semantic_distance is tree
     with pytest.raises(ValueError, match="semantic_power"):
         TrainConfig(semantic_power=0.0)
+
+
+def test_class_balanced_order_groups_same_labels_reproducibly():
+    rng = np.random.RandomState(0)
+    labels = rng.randint(0, 7, size=203)
+    for m, length in [(2, 200), (4, 200), (4, 1000), (3, 999)]:
+        order = class_balanced_order(labels, m, length, seed=[1, 2])
+        assert len(order) == length and order.min() >= 0 and order.max() < len(labels)
+        # Runs of m indices share a label: every batch of k*m holds whole groups.
+        runs = labels[order[: length // m * m]].reshape(-1, m)
+        assert (runs == runs[:, :1]).all()
+        first_pass = min(length, sum(c // m * m for c in np.bincount(labels))) // m * m
+        assert len(set(order[:first_pass].tolist())) == first_pass  # no repeats within a pass
+        np.testing.assert_array_equal(order, class_balanced_order(labels, m, length, seed=[1, 2]))
+        assert not np.array_equal(order, class_balanced_order(labels, m, length, seed=[1, 3]))
+
+
+def test_class_balanced_order_rejects_bad_input_and_warns_on_small_classes():
+    with pytest.raises(ValueError, match="samples_per_class"):
+        class_balanced_order([0, 1], 0, 2, seed=0)
+    with pytest.raises(ValueError, match="no class has"):
+        class_balanced_order([0, 1, 2], 2, 4, seed=0)
+    with pytest.warns(UserWarning, match="1 classes have fewer than 2"):
+        order = class_balanced_order([0, 0, 1, 1, 2], 2, 4, seed=0)
+    assert 4 not in order.tolist()
+    with pytest.raises(ValueError, match="divides batch_size"):
+        TrainConfig(batch_size=16, samples_per_class=3)
+    with pytest.raises(ValueError, match="samples_per_class"):
+        TrainConfig(batch_size=16, samples_per_class=1)
+
+
+def test_trainer_class_balanced_batches_train_and_keep_steps(tmp_path):
+    config = tiny_config(write_npz(tmp_path / "d.npz"), tmp_path / "run", samples_per_class=4, epochs=1)
+    trainer = Trainer(config)
+    labels = np.asarray(trainer.train_set.targets)
+    order = trainer.epoch_indices(0)
+    assert len(order) == trainer.steps_per_epoch * config.batch_size
+    for s in range(trainer.steps_per_epoch):
+        counts = np.bincount(labels[order[s * 16 : (s + 1) * 16]])
+        assert (counts % 4 == 0).all(), counts
+    assert order != trainer.epoch_indices(1)
+    metrics = trainer.fit()
+    assert metrics["steps"] == trainer.steps_per_epoch and np.isfinite(metrics["mAP"])
+
+
+def test_class_balanced_batches_need_class_labels(tmp_path):
+    data = write_captions(tmp_path / "cap", copies=4)
+    config = tiny_config(data, tmp_path / "run", dataset="captions", semantic="sentence", batch_size=4,
+                         samples_per_class=2, test_fraction=0.25, hp_k=10)  # fmt: skip
+    with pytest.raises(ValueError, match="captioned data"):
+        Trainer(config)

@@ -6,6 +6,7 @@ from .cifar import TorchvisionCIFAR
 from .factory import CIFAR10_CLASSES, DATASET_KINDS, build_datasets, infer_dataset_kind, semantic_distance_for
 from .folder import FolderImages, ImageFiles
 from .npz import NpzImages
+from .sampling import class_balanced_order
 
 __all__ = [
     "BadSample",
@@ -19,6 +20,7 @@ __all__ = [
     "FolderImages",
     "ImageFiles",
     "NpzImages",
+    "class_balanced_order",
     "CIFAR10_CLASSES",
     "DATASET_KINDS",
     "build_datasets",

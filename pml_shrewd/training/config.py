@@ -67,6 +67,9 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # stop early after this many steps; the schedule still spans `epochs`
     batch_size: int = 64  # global batch: split across processes
+    # Class-balanced batches of batch_size / m classes x m images (data.class_balanced_order):
+    # random batches of a many-class data set hold few same-class pairs for L_sim.
+    samples_per_class: int | None = None
     lr: float = 1e-3
     weight_decay: float = 5e-4
     optimizer: str = "adamw"  # adamw | adam | sgd
@@ -113,6 +116,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"TrainConfig.{name} must be None or a positive int, got {value!r}")
+        m = self.samples_per_class
+        if m is not None and (not isinstance(m, int) or m < 2 or self.batch_size % m):
+            raise ValueError(
+                "TrainConfig.samples_per_class must be None or an int >= 2 that divides "
+                f"batch_size ({self.batch_size}), got {m!r}"
+            )
         for name in ("lr", "gamma", "semantic_power"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")

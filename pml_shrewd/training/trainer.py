@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import SampleView, build_datasets, collate_skipping, semantic_distance_for
+from ..data import SampleView, build_datasets, class_balanced_order, collate_skipping, semantic_distance_for
 from ..models import HashingModel, create_hashing_model
 from .config import TrainConfig
 
@@ -152,6 +152,8 @@ class Trainer:
             if getattr(self.train_set, "captions", None) is not None:
                 raise ValueError(f"variant {config.variant!r} needs class labels; captioned data has none")
             model = build_model(self.train_set.num_labels)
+        if config.samples_per_class and getattr(self.train_set, "captions", None) is not None:
+            raise ValueError("samples_per_class needs class labels; captioned data has none")
         self.semantic_distance = semantic_distance_for(
             self.train_set, config.semantic, config.sentence_model, config.hierarchy_file
         )
@@ -219,10 +221,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def epoch_indices(self, epoch: int) -> list[int]:
-        """This process's sample indices for ``epoch``: a ``(seed, epoch)`` permutation,
-        cut into global batches (last partial batch dropped), each split across processes."""
-        perm = np.random.RandomState([self.config.seed, epoch]).permutation(len(self.train_set))
-        acc, b, lb = self.accelerator, self.config.batch_size, self.local_batch_size
+        """This process's sample indices for ``epoch``: a ``(seed, epoch)`` permutation (or, with
+        ``samples_per_class``, a class-balanced order of the same length), cut into global
+        batches (last partial batch dropped), each split across processes."""
+        c, n = self.config, len(self.train_set)
+        if c.samples_per_class:
+            perm = class_balanced_order(self.train_set.targets, c.samples_per_class, n, seed=[c.seed, epoch])
+        else:
+            perm = np.random.RandomState([c.seed, epoch]).permutation(n)
+        acc, b, lb = self.accelerator, c.batch_size, self.local_batch_size
         mine: list[int] = []
         for s in range(self.steps_per_epoch):
             start = s * b + acc.process_index * lb

@@ -1,0 +1,63 @@
+"""Class-balanced batch orders: ``m`` images of each class in a batch, seeded per epoch."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def class_balanced_order(labels: Sequence[int], samples_per_class: int, length: int, seed) -> np.ndarray:
+    """Indices into ``labels`` of ``length`` entries, in runs of ``samples_per_class`` same-label indices.
+
+    Every batch whose size is a multiple of ``samples_per_class`` (taken from the start of
+    the order) then holds ``batch_size / samples_per_class`` groups of same-class images:
+    with many classes and small batches, a random batch holds almost no same-class pairs
+    (128 random CIFAR-100 images: 0.27 same-class partners per image), and L_sim then
+    learns the between-class distances but hardly ever sees distance 0.
+
+    Each pass shuffles every class, cuts it into groups (a class's leftover images wait
+    for a later pass) and shuffles the groups; passes repeat until ``length`` is filled.
+    ``seed`` is anything ``numpy.random.RandomState`` takes, e.g. ``[seed, epoch]``, so
+    the order is reproducible, which resuming relies on. PML's ``MPerClassSampler``
+    builds batches the same way but draws from a module-global RNG, which would not.
+
+    Example::
+
+        order = class_balanced_order(train.targets, 4, len(train), seed=[0, epoch])
+    """
+    if not isinstance(samples_per_class, int) or samples_per_class < 1:
+        raise ValueError(
+            f"class_balanced_order: samples_per_class must be a positive int, got {samples_per_class!r}"
+        )
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"class_balanced_order: labels must be 1-D, got shape {labels.shape}")
+    rng = np.random.RandomState(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    small = classes[counts < samples_per_class]
+    if len(small) == len(classes):
+        raise ValueError(
+            f"class_balanced_order: no class has samples_per_class={samples_per_class} samples "
+            f"(largest class: {counts.max() if len(counts) else 0})"
+        )
+    if len(small):
+        warnings.warn(
+            f"class_balanced_order: {len(small)} classes have fewer than {samples_per_class} samples and are "
+            f"never drawn (e.g. label {small[0]!r})",
+            stacklevel=2,
+        )
+    members = [np.flatnonzero(labels == c) for c in classes[counts >= samples_per_class]]
+    order: list[np.ndarray] = []
+    filled = 0
+    while filled < length:
+        groups = []
+        for idx in members:
+            idx = rng.permutation(idx)
+            usable = len(idx) // samples_per_class * samples_per_class
+            groups.extend(idx[:usable].reshape(-1, samples_per_class))
+        for g in rng.permutation(len(groups)):
+            order.append(groups[g])
+        filled += len(groups) * samples_per_class
+    return np.concatenate(order)[:length]
