@@ -33,30 +33,42 @@ NAMES = {
 
 
 def run_variants(variants, data: str, out: str, parallel: int, train_args: list[str]) -> dict[str, float]:
-    """Train each variant in its own ``pml-shrewd train`` process, ``parallel`` at a time; wall seconds each."""
+    """Train each variant in its own ``pml-shrewd train`` process, ``parallel`` at a time; wall seconds each.
+
+    A failing variant stops the others (no orphaned GPU jobs) and raises, naming its log.
+    """
     pending, running, seconds = list(variants), {}, {}
-    while pending or running:
-        while pending and len(running) < parallel:
-            variant = pending.pop(0)
-            run_dir = os.path.join(out, variant)
-            os.makedirs(run_dir, exist_ok=True)
-            cmd = [sys.executable, "-m", "pml_shrewd.cli", "train", "--config", CONFIG, "--data", data]
-            cmd += ["--variant", variant, "--output-dir", run_dir, *train_args]
-            log = open(os.path.join(run_dir, "train.log"), "w")
-            running[variant] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.time())
-            print(f"started {variant}: {' '.join(cmd)}", flush=True)
-        time.sleep(2)
-        for variant, (proc, log, started) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[variant]
-            seconds[variant] = round(time.time() - started, 1)
-            if proc.returncode != 0:
-                raise RuntimeError(
-                    f"variant {variant!r} failed (exit {proc.returncode}); see {os.path.join(out, variant, 'train.log')}"
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                variant = pending.pop(0)
+                run_dir = os.path.join(out, variant)
+                os.makedirs(run_dir, exist_ok=True)
+                cmd = [sys.executable, "-m", "pml_shrewd.cli", "train", "--config", CONFIG, "--data", data]
+                cmd += ["--variant", variant, "--output-dir", run_dir, *train_args]
+                log = open(os.path.join(run_dir, "train.log"), "w")
+                running[variant] = (
+                    subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
+                    log,
+                    time.time(),
                 )
-            print(f"finished {variant} in {seconds[variant]:.0f} s", flush=True)
+                print(f"started {variant}: {' '.join(cmd)}", flush=True)
+            time.sleep(2)
+            for variant, (proc, log, started) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[variant]
+                seconds[variant] = round(time.time() - started, 1)
+                if proc.returncode != 0:
+                    log_path = os.path.join(out, variant, "train.log")
+                    raise RuntimeError(f"variant {variant!r} failed (exit {proc.returncode}); see {log_path}")
+                print(f"finished {variant} in {seconds[variant]:.0f} s", flush=True)
+    finally:
+        for proc, log, _ in running.values():
+            proc.terminate()
+            proc.wait()
+            log.close()
     return seconds
 
 

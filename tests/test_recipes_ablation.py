@@ -65,3 +65,20 @@ def test_a_failing_variant_names_its_log(tmp_path):
     with pytest.raises(RuntimeError, match=r"variant 'sim' failed .*sim/train.log"):
         ablation.main(["--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "o"), "--variants", "sim",
                        "--", "--dataset", "npz", *TINY])  # fmt: skip
+
+
+def test_a_failure_stops_the_variants_still_running(tmp_path, monkeypatch):
+    # "sim" fails at once (no data); "cls" would sleep for a minute: it must be stopped, not orphaned.
+    started = {}
+    real_popen = ablation.subprocess.Popen
+
+    def popen(cmd, **kw):
+        variant = cmd[cmd.index("--variant") + 1]
+        code = "import time; time.sleep(60)" if variant == "cls" else "raise SystemExit(3)"
+        started[variant] = real_popen([sys.executable, "-c", code], **kw)
+        return started[variant]
+
+    monkeypatch.setattr(ablation.subprocess, "Popen", popen)
+    with pytest.raises(RuntimeError, match=r"variant 'sim' failed \(exit 3\)"):
+        ablation.run_variants(["cls", "sim"], "data", str(tmp_path), parallel=2, train_args=[])
+    assert started["cls"].poll() is not None  # terminated
