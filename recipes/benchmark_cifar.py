@@ -34,8 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_metric_learning import losses as pml_losses
-from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.samplers import MPerClassSampler
 from sklearn.decomposition import PCA
@@ -54,6 +52,7 @@ from pml_shrewd import (  # noqa: E402
     SemanticDistanceLoss,
     SHREDLoss,
 )
+from pml_shrewd.losses import pml_baseline_loss  # noqa: E402
 from pml_shrewd.models import HashHead  # noqa: E402
 from pml_shrewd.retrieval import evaluate_codes, mahp_at_k, pack_codes, plot_hp_curves  # noqa: E402
 
@@ -112,7 +111,13 @@ PAPER_VARIANTS = {
     SHREWD: dict(sim=True, kl=True, cls=False),
     SHRED: dict(sim=True, kl=True, cls=True),
 }
-PML_BASELINES = ["PML ContrastiveLoss", "PML TripletMarginLoss + miner", "PML MultiSimilarityLoss + miner"]
+# The table's names of pml_baseline_loss's PML losses (the same losses as the training CLI's).
+PML_NAMES = {
+    "PML ContrastiveLoss": "contrastive",
+    "PML TripletMarginLoss + miner": "triplet",
+    "PML MultiSimilarityLoss + miner": "multisimilarity",
+}
+PML_BASELINES = list(PML_NAMES)
 CLASSICAL = ["ITQ (PCA + rotation)"]
 # A baseline at its *own* best validation setting instead of the shared one, so the table
 # shows whether the shared protocol handicaps it (BENCHMARKS.md, tuning record). It is
@@ -140,7 +145,7 @@ def kl_regularizer(cfg: BenchConfig) -> EmpiricalKLRegularizer:
 
 
 def make_objective(name: str, provider, num_classes: int, cfg: BenchConfig):
-    """(loss module, miner or None) for a variant."""
+    """The loss module of a variant (PML rows: with their miners inside, ``loss(z, labels)``)."""
     if name in PAPER_VARIANTS:
         terms = PAPER_VARIANTS[name]
         # L_sim's settings and the KL regulariser: the same for both loss classes.
@@ -164,14 +169,10 @@ def make_objective(name: str, provider, num_classes: int, cfg: BenchConfig):
                 alpha=cfg.alpha,
                 beta=cfg.beta,
                 **shared,
-            ), None
-        return SemanticDistanceLoss(provider, **shared), None
-    if name == "PML ContrastiveLoss":
-        return pml_losses.ContrastiveLoss(), None
-    if name == "PML TripletMarginLoss + miner":
-        return pml_losses.TripletMarginLoss(margin=0.1), pml_miners.TripletMarginMiner(margin=0.1)
-    if name == "PML MultiSimilarityLoss + miner":
-        return pml_losses.MultiSimilarityLoss(), pml_miners.MultiSimilarityMiner()
+            )
+        return SemanticDistanceLoss(provider, **shared)
+    if name in PML_NAMES:
+        return pml_baseline_loss(PML_NAMES[name])
     raise ValueError(f"unknown variant {name!r}")
 
 
@@ -185,7 +186,7 @@ def train_head(name, x_train, y_train, provider, num_classes, cfg: BenchConfig) 
         batch_norm=cfg.batch_norm,
         drop_rate=cfg.drop_rate,
     )
-    loss_fn, miner = make_objective(name, provider, num_classes, cfg)
+    loss_fn = make_objective(name, provider, num_classes, cfg)
     params = [*head.parameters(), *loss_fn.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps)
@@ -201,7 +202,7 @@ def train_head(name, x_train, y_train, provider, num_classes, cfg: BenchConfig) 
         idx = next(batches)
         z = head(x_train[idx])
         labels = y_train[idx]
-        loss = loss_fn(z, labels, miner(z, labels)) if miner is not None else loss_fn(z, labels)
+        loss = loss_fn(z, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

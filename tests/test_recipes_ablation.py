@@ -35,6 +35,13 @@ def test_summary_checks_follow_the_figures(tmp_path):
     }
     table = ablation.markdown(summary)
     assert "| L_cls | 0.6000 | 0.6200 | +0.0200 |" in table and "- SHRED above L_cls: fails" in table
+    _write_metrics(tmp_path, "triplet", 0.62, 0.63)
+    _write_metrics(tmp_path, "contrastive", 0.64, 0.64)
+    checks = ablation.summarise(tmp_path, ["shrewd", "shred", "triplet", "contrastive"], {}, k=250)["checks"]
+    assert checks == {
+        "SHREWD above the best PML baseline (PML ContrastiveLoss)": True,  # 0.65 > 0.64
+        "SHRED above the best PML baseline (PML ContrastiveLoss)": False,  # 0.59 < 0.64
+    }
     # Only the checks whose variants ran.
     assert set(ablation.summarise(tmp_path, ["sim", "shrewd"], {}, k=250)["checks"]) == {
         "L_sim below SHREWD",

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-VARIANTS = ("shrewd", "shred", "sim", "cls", "kl_cls")
+VARIANTS = ("shrewd", "shred", "sim", "cls", "kl_cls", "contrastive", "triplet", "multisimilarity")
 
 
 @dataclass
@@ -18,7 +18,9 @@ class TrainConfig:
     Variants (Arponen & Bishop, arXiv 2005.04917, table 1):
     ``shrewd`` L_sim + lambda_kl L_KL (weak supervision, no classes needed);
     ``shred`` L_sim + lambda_kl L_KL + lambda_cls L_cls; ``sim`` L_sim alone;
-    ``cls`` L_cls alone; ``kl_cls`` lambda_kl L_KL + lambda_cls L_cls.
+    ``cls`` L_cls alone; ``kl_cls`` lambda_kl L_KL + lambda_cls L_cls. Baselines on class
+    labels: ``contrastive``, ``triplet``, ``multisimilarity``
+    (:func:`~pml_shrewd.losses.pml_baseline_loss`: PML's losses and miners).
 
     Example::
 

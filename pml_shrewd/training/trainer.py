@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import SampleView, build_datasets, class_balanced_order, collate_skipping, semantic_distance_for
+from ..losses import PML_BASELINES
 from ..models import HashingModel, create_hashing_model
 from .config import TrainConfig
 
@@ -44,15 +45,18 @@ def gather_with_grad(accelerator, x: torch.Tensor) -> torch.Tensor:
 
 
 def build_objective(config: TrainConfig, provider, model: HashingModel):
-    """The PML loss of ``config.variant`` (see :class:`TrainConfig`).
+    """The PML loss of ``config.variant`` (see :class:`TrainConfig`): SHREWD's family, or one
+    of PML's own losses on class labels for the baseline variants.
 
     ``provider`` gives the semantic distances; with ``config.semantic_power != 1`` the loss
     trains on their power (:class:`~pml_shrewd.semantic_distances.PowerDistance`).
     """
-    from ..losses import SemanticDistanceLoss, SHREDLoss
+    from ..losses import SemanticDistanceLoss, SHREDLoss, pml_baseline_loss
     from ..regularizers import EmpiricalKLRegularizer
     from ..semantic_distances import PowerDistance
 
+    if config.variant in PML_BASELINES:
+        return pml_baseline_loss(config.variant)
     if config.semantic_power != 1.0 and provider is not None:
         provider = PowerDistance(provider, config.semantic_power)
 
@@ -148,11 +152,12 @@ class Trainer:
             max_train_samples=config.max_train_samples,
             max_test_samples=config.max_test_samples,
         )
+        captioned = getattr(self.train_set, "captions", None) is not None
+        if captioned and (config.uses_classifier or config.variant in PML_BASELINES):
+            raise ValueError(f"variant {config.variant!r} needs class labels; captioned data has none")
         if config.uses_classifier:
-            if getattr(self.train_set, "captions", None) is not None:
-                raise ValueError(f"variant {config.variant!r} needs class labels; captioned data has none")
             model = build_model(self.train_set.num_labels)
-        if config.samples_per_class and getattr(self.train_set, "captions", None) is not None:
+        if config.samples_per_class and captioned:
             raise ValueError("samples_per_class needs class labels; captioned data has none")
         self.semantic_distance = semantic_distance_for(
             self.train_set, config.semantic, config.sentence_model, config.hierarchy_file
