@@ -1,14 +1,13 @@
 """Recipe: the paper's table-1 ablation end to end (L_cls, L_sim, L_KL + L_cls, SHREWD, SHRED).
 
-``--variants`` also takes PML's own losses on class labels (``contrastive``, ``triplet``,
-``multisimilarity``: :func:`pml_shrewd.losses.pml_baseline_loss`) as baselines.
-
 Trains every variant with the CIFAR-100 recipe (``configs/cifar100_shrewd.json``: ResNet-18,
-small-image stem, SGD, paper losses), the same settings and seed for each, then writes
+small-image stem, AdamW, paper losses), the same settings and seed for each, then writes
 ``ablation.json`` and ``table.md`` (binary and continuous mAHP@k, mAP, the binarisation
 drop, bit balance, the paper's orderings) to ``--out``. Flags after ``--`` go to every
 ``pml-shrewd train`` run unchanged. Variants run ``--parallel`` at a time as separate
-processes: on one GPU, several small CIFAR runs side by side keep it busier than one::
+processes: on one GPU, several small CIFAR runs side by side keep it busier than one.
+``--variants`` also takes PML's own losses on class labels (``contrastive``, ``triplet``,
+``multisimilarity``: :func:`pml_shrewd.losses.pml_baseline_loss`) as baselines::
 
     python recipes/cifar100_ablation.py --data ~/data/cifar --out runs/ablation -- --epochs 30
     python recipes/cifar100_ablation.py --data /tmp/data/cifar100 --parallel 5 -- \\
