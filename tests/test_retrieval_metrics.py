@@ -230,6 +230,24 @@ def test_evaluate_codes_reports_binary_and_continuous_metrics():
         evaluate_codes(qz * 2 - 1, dz * 2 - 1, ql, dl)
 
 
+def test_evaluate_codes_scores_extra_hierarchies_on_the_same_rankings():
+    rng = np.random.default_rng(5)
+    qz, dz = rng.random((30, 8)), rng.random((90, 8))
+    ql, dl = rng.integers(0, 5, 30), rng.integers(0, 5, 90)
+    main, other = random_tree_distances(rng, 5), random_tree_distances(rng, 5)
+    m = evaluate_codes(
+        qz, dz, ql, dl, semantic_distance=main, k=20, extra_semantic_distances={"other": other}
+    )
+    qb, db = binarize(qz), binarize(dz)
+    assert m["mAHP@20"] == pytest.approx(mahp_at_k(qb, db, ql, dl, main, k=20))
+    assert m["mAHP@20 [other]"] == pytest.approx(mahp_at_k(qb, db, ql, dl, other, k=20))
+    assert m["mAHP@20_continuous [other]"] == pytest.approx(
+        mahp_at_k(qz, dz, ql, dl, other, k=20, distance="l1")
+    )
+    with pytest.raises(ValueError, match="extra_semantic_distances"):
+        evaluate_codes(qz, dz, ql, dl, k=20, extra_semantic_distances={"other": other})
+
+
 def test_metric_errors_are_clear():
     qb = np.zeros((3, 8), dtype=np.uint8)
     db = np.ones((4, 8), dtype=np.uint8)

@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -233,11 +233,14 @@ def _rank_queries(
     p_ks: Sequence[int] = (),
     hp_k: int | None = None,
     semantic_distance: Any = None,
+    extra_semantic_distances: Mapping[str, Any] | None = None,
     ref_includes_query: bool = False,
     chunk_size: int | None = None,
     num_threads: int | None = None,
 ) -> dict[str, Any]:
-    """One pass over the queries; returns per-query AP / AP@k / P@k and the HP@1..k rows."""
+    """One pass over the queries; returns per-query AP / AP@k / P@k and the HP@1..k rows
+    (``"hp"``; ``"hp_extra"``: the rows of each of ``extra_semantic_distances`` by name, from the
+    same ranking)."""
     _check_distance(distance)
     q = _prepare_codes(query_codes, "query_codes", distance)
     db = _prepare_codes(db_codes, "db_codes", distance)
@@ -270,7 +273,11 @@ def _rank_queries(
         hp_k = min(_check_k(hp_k), n_eff)
         if semantic_distance is None:
             raise ValueError("HP@k needs a semantic_distance (a provider or a class-by-class matrix)")
-        sim = _Similarity(semantic_distance, dl, ref_includes_query)
+        sims = {None: _Similarity(semantic_distance, dl, ref_includes_query)}
+        for name, extra in (extra_semantic_distances or {}).items():
+            sims[name] = _Similarity(extra, dl, ref_includes_query)
+    elif extra_semantic_distances:
+        raise ValueError("extra_semantic_distances need hp_k")
     kmax = max([*ap_ks, *(min(k, n_eff) for k in p_ks_c), hp_k or 0])
 
     # Relevant database indices per label (ascending), for the whole-ranking AP.
@@ -293,7 +300,7 @@ def _rank_queries(
     out_ap = np.zeros(nq) if full_ap else None
     out_apk = {k: np.zeros(nq) for k in ap_ks}
     out_p = {k: np.zeros(nq) for k in p_ks_c}
-    out_hp = np.zeros((nq, hp_k)) if hp_k else None
+    out_hp = {name: np.zeros((nq, hp_k)) for name in sims} if hp_k else {}
     ranks_k = np.arange(1, kmax + 1, dtype=np.float64)
 
     def run_chunk(start: int, stop: int) -> None:
@@ -346,10 +353,13 @@ def _rank_queries(
 
         if hp_k:
             uq, uinv = np.unique(qlab, return_inverse=True)
-            srows = sim.rows(uq)
-            gained = srows[uinv[:, None], sim.db_index[top_ids[:, :hp_k]]].cumsum(axis=1)
-            ideal = np.stack([sim.ideal(int(lab), srows[i], hp_k) for i, lab in enumerate(uq)])[uinv]
-            out_hp[start:stop] = np.divide(gained, ideal, out=np.zeros_like(gained), where=ideal > 0)
+            for name, sim in sims.items():
+                srows = sim.rows(uq)
+                gained = srows[uinv[:, None], sim.db_index[top_ids[:, :hp_k]]].cumsum(axis=1)
+                ideal = np.stack([sim.ideal(int(lab), srows[i], hp_k) for i, lab in enumerate(uq)])[uinv]
+                out_hp[name][start:stop] = np.divide(
+                    gained, ideal, out=np.zeros_like(gained), where=ideal > 0
+                )
 
     drop = int(ref_includes_query)
     workers = max(1, num_threads if num_threads is not None else min(8, os.cpu_count() or 1))
@@ -364,7 +374,8 @@ def _rank_queries(
             for fut in [pool.submit(run_chunk, s, e) for s, e in bounds]:
                 fut.result()
 
-    return {"ap": out_ap, "ap_k": out_apk, "p_k": out_p, "hp": out_hp, "hp_k": hp_k}
+    hp_main = out_hp.pop(None, None)
+    return {"ap": out_ap, "ap_k": out_apk, "p_k": out_p, "hp": hp_main, "hp_extra": out_hp, "hp_k": hp_k}
 
 
 def _ahp(hp_rows: np.ndarray) -> np.ndarray:
@@ -538,6 +549,7 @@ def evaluate_codes(
     continuous_distance: str = "l1",
     ref_includes_query: bool = False,
     return_curves: bool = False,
+    extra_semantic_distances: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate continuous codes both binarised (Hamming ranking) and as they are (L1 ranking).
 
@@ -550,6 +562,9 @@ def evaluate_codes(
     Also ``"bit_balance"`` (:func:`bit_balance` of the binary database codes) and
     ``"quantization_error"`` (mean ``|z - b|`` over database codes; 0 = already binary).
     ``return_curves=True`` adds ``"hp_curve"`` / ``"hp_curve_continuous"`` (lists).
+    ``extra_semantic_distances`` (name -> provider or matrix) scores the same two rankings
+    with other hierarchies too, as ``f"mAHP@{k} [{name}]"`` and ``f"mAHP@{k}_continuous [{name}]"``,
+    without ranking the database again.
 
     Example::
 
@@ -568,6 +583,8 @@ def evaluate_codes(
     qb, db = binarize(qz, threshold), binarize(dz, threshold)
     out: dict[str, Any] = {}
     hp = k if semantic_distance is not None else None
+    if extra_semantic_distances and hp is None:
+        raise ValueError("extra_semantic_distances need a semantic_distance as well")
     for suffix, qc, dc, dist in (("", qb, db, "hamming"), ("_continuous", qz, dz, continuous_distance)):
         res = _rank_queries(
             qc,
@@ -580,6 +597,7 @@ def evaluate_codes(
             p_ks=(k,),
             hp_k=hp,
             semantic_distance=semantic_distance,
+            extra_semantic_distances=extra_semantic_distances,
             ref_includes_query=ref_includes_query,
         )
         out[f"mAP{suffix}"] = float(res["ap"].mean())
@@ -589,6 +607,8 @@ def evaluate_codes(
             out[f"mAHP@{k}{suffix}"] = float(_ahp(res["hp"]).mean())
             if return_curves:
                 out[f"hp_curve{suffix}"] = res["hp"].mean(axis=0).tolist()
+            for name, rows in res["hp_extra"].items():
+                out[f"mAHP@{k}{suffix} [{name}]"] = float(_ahp(rows).mean())
     out["bit_balance"] = bit_balance(db)
     out["quantization_error"] = float(np.abs(dz.astype(np.float64) - db).mean()) if dz.size else math.nan
     return out
