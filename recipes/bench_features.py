@@ -28,7 +28,8 @@ def extract_features(
     cache_dir: str | os.PathLike,
     image_size: int = 96,
     batch_size: int = 128,
-    num_workers: int = 1,
+    # 0: on 2 cores a loader process competes with the backbone's threads (177 vs 160 img/s).
+    num_workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features, labels and class names of ``root/split`` (ImageFolder), cached in ``cache_dir``."""
     cache_dir = Path(cache_dir)
