@@ -108,3 +108,20 @@ def test_benchmark_workers_reproduce_the_sequential_figures(tmp_path):
         for metric in ("mAP", "mAHP@5", "mAP_continuous", "probe_acc", "bit_balance"):
             assert pooled["results"][name][metric] == pytest.approx(row[metric], abs=1e-6), (name, metric)
     assert "2 worker processes" in pooled["machine"]
+
+
+@pytest.mark.parametrize("name", [SHREWD, SHRED, "PML TripletMarginLoss + miner"])
+def test_memory_size_wraps_the_loss_in_pml_cross_batch_memory(name):
+    import torch
+
+    cfg = bench.BenchConfig(bits=8, memory_size=48)
+    provider = HierarchyDistance.cifar10()
+    loss_fn = bench.with_memory(bench.make_objective(name, provider, 10, cfg), cfg)
+    torch.manual_seed(0)
+    for _ in range(3):  # the memory fills past one batch: pairs reach earlier codes
+        z = torch.rand(16, 8, requires_grad=True)
+        loss = loss_fn(z, torch.randint(0, 10, (16,)))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    assert loss_fn.queue_idx == 0 and loss_fn.has_been_filled  # 3 batches of 16 filled 48
+    assert loss_fn.memory_size == 48 and (loss_fn.miner is not None) == name.startswith("PML")
