@@ -179,12 +179,16 @@ def make_objective(name: str, provider, num_classes: int, cfg: BenchConfig):
 
 
 class SemanticCrossBatchMemory(CrossBatchMemory):
+    """PML's ``CrossBatchMemory``, which accepts only losses it names, opened to L_sim's classes."""
+
     @staticmethod
     def supported_losses():
-        return [*CrossBatchMemory.supported_losses(), "SemanticDistanceLoss", "SHREDLoss", "MultipleLosses"]
+        return [*CrossBatchMemory.supported_losses(), "SemanticDistanceLoss", "SHREDLoss"]
 
 
-def with_memory(loss_fn, cfg):
+def with_memory(loss_fn, cfg: BenchConfig) -> SemanticCrossBatchMemory:
+    """``loss_fn`` inside a memory of ``cfg.memory_size`` codes; a PML row's ``MultipleLosses``
+    (one loss and its miner) is unpacked, since the memory runs the miner itself."""
     miner = None
     if isinstance(loss_fn, MultipleLosses):
         (loss_fn,), miner = loss_fn.losses, (loss_fn.miners[0] if loss_fn.miners else None)
@@ -210,12 +214,15 @@ def train_head(name, x_train, y_train, provider, num_classes, cfg: BenchConfig) 
     batches = batch_indices(y_train, cfg)
     head.train()
     bar = tqdm(range(cfg.steps), desc=name, leave=False, mininterval=2)
-    kl_weight = getattr(getattr(loss_fn, "loss", loss_fn), "embedding_reg_weight", 0.0)
+    objective = getattr(loss_fn, "loss", loss_fn)  # the loss itself, inside a memory or not
+    kl_weight = getattr(objective, "embedding_reg_weight", 0.0)
     warmup_steps = int(cfg.kl_warmup * cfg.steps)
+    if getattr(objective, "embedding_regularizer", None) is None:
+        warmup_steps = 0  # no KL term to warm up (PML rows have no such attribute at all)
     for step in bar:
-        if warmup_steps and loss_fn.embedding_regularizer is not None:
+        if warmup_steps:
             # Linear warm-up of the KL weight: codes learn their layout before they saturate.
-            loss_fn.embedding_reg_weight = kl_weight * min(1.0, step / warmup_steps)
+            objective.embedding_reg_weight = kl_weight * min(1.0, step / warmup_steps)
         idx = next(batches)
         z = head(x_train[idx])
         labels = y_train[idx]

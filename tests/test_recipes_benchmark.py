@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_data_layouts import write_folder
 
 from pml_shrewd import HierarchyDistance
@@ -112,8 +113,6 @@ def test_benchmark_workers_reproduce_the_sequential_figures(tmp_path):
 
 @pytest.mark.parametrize("name", [SHREWD, SHRED, "PML TripletMarginLoss + miner"])
 def test_memory_size_wraps_the_loss_in_pml_cross_batch_memory(name):
-    import torch
-
     cfg = bench.BenchConfig(bits=8, memory_size=48)
     provider = HierarchyDistance.cifar10()
     loss_fn = bench.with_memory(bench.make_objective(name, provider, 10, cfg), cfg)
@@ -125,3 +124,11 @@ def test_memory_size_wraps_the_loss_in_pml_cross_batch_memory(name):
         assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
     assert loss_fn.queue_idx == 0 and loss_fn.has_been_filled  # 3 batches of 16 filled 48
     assert loss_fn.memory_size == 48 and (loss_fn.miner is not None) == name.startswith("PML")
+
+
+@pytest.mark.parametrize("name", [SHREWD, "PML TripletMarginLoss + miner"])
+def test_kl_warmup_reaches_the_loss_inside_a_memory_and_skips_pml_rows(name):
+    cfg = bench.BenchConfig(bits=8, hidden_dim=16, steps=4, batch_size=16, memory_size=32, kl_warmup=0.5)
+    x, y = torch.randn(64, 12), torch.arange(64) % 10
+    head = bench.train_head(name, x, y, HierarchyDistance.cifar10(), 10, cfg)
+    assert torch.isfinite(head(x)).all()

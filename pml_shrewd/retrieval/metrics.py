@@ -277,7 +277,7 @@ def _rank_queries(
         for name, extra in (extra_semantic_distances or {}).items():
             sims[name] = _Similarity(extra, dl, ref_includes_query)
     elif extra_semantic_distances:
-        raise ValueError("extra_semantic_distances need hp_k")
+        raise ValueError("extra_semantic_distances need HP@k scoring: pass a semantic_distance as well")
     kmax = max([*ap_ks, *(min(k, n_eff) for k in p_ks_c), hp_k or 0])
 
     # Relevant database indices per label (ascending), for the whole-ranking AP.
@@ -583,8 +583,6 @@ def evaluate_codes(
     qb, db = binarize(qz, threshold), binarize(dz, threshold)
     out: dict[str, Any] = {}
     hp = k if semantic_distance is not None else None
-    if extra_semantic_distances and hp is None:
-        raise ValueError("extra_semantic_distances need a semantic_distance as well")
     for suffix, qc, dc, dist in (("", qb, db, "hamming"), ("_continuous", qz, dz, continuous_distance)):
         res = _rank_queries(
             qc,
