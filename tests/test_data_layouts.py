@@ -263,3 +263,19 @@ def test_image_files_and_kind_inference(tmp_path):
         infer_dataset_kind(str(tmp_path / "nothing-here"))
     folder = FolderImages(tmp_path / "f" / "train")
     assert folder.wnids is None and folder.classes == ["cat", "dog"]
+
+
+def test_captions_refuse_empty_captions_naming_file_and_line(tmp_path):
+    # An empty caption would train as an empty sentence (one shared target for every such image).
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text("image,caption\na.png,a dog on a beach\nb.png,\nc.png,a cat\n")
+    with pytest.raises(ValueError, match=rf"{csv_path}:3 has an empty caption for image 'b.png'"):
+        CaptionedImages(csv_path)
+    jsonl = tmp_path / "c.jsonl"
+    rows = [{"image": "a.png", "caption": "a dog"}, {"image": "b.png", "caption": "   "}]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=rf"{jsonl}:2 has an empty caption"):
+        CaptionedImages(jsonl)
+    jsonl.write_text(json.dumps({"image": "a.png", "caption": 7}) + "\n")
+    with pytest.raises(ValueError, match=rf"{jsonl}:1: the caption of 'a.png' must be text"):
+        CaptionedImages(jsonl)

@@ -1,5 +1,8 @@
 """HashHead / HashingModel: shapes, ranges, small-image stem, local weights file."""
 
+import json
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -149,3 +152,229 @@ def test_create_hashing_model_rebuilds_from_config(tmp_path):
     assert create_hashing_model("test_resnet", num_bits=4).num_bits == 4
     with pytest.raises(TypeError):
         create_hashing_model(3)
+
+
+# --------------------------------------------------------------------- any timm backbone (issue 19, item 12)
+@pytest.mark.parametrize(
+    "name, size, kwargs",
+    [
+        ("test_resnet", 32, {}),
+        ("test_resnet", 32, {"global_pool": "catavgmax"}),  # pooled output twice num_features
+        ("test_efficientnet", 32, {}),
+        ("mobilenetv3_small_050", 32, {}),  # head_hidden_size 1024 != num_features 288
+        ("lcnet_050", 32, {}),  # head_hidden_size 1280 != num_features 256
+        ("test_convnext", 32, {}),
+        ("test_vit", 160, {}),  # a fixed-size ViT: its own input size
+        ("regnetx_002", 32, {}),
+    ],
+)
+def test_head_is_sized_from_what_the_backbone_returns(name, size, kwargs):
+    torch.manual_seed(0)
+    model = HashingModel(name, num_bits=8, image_size=size, **kwargs).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        features = model.features(x)
+        z = model(x)
+    assert features.shape == (2, model.feature_dim) and model.head.in_features == model.feature_dim
+    assert z.shape == (2, 8) and bool(((z > 0) & (z < 1)).all())
+
+
+def test_backbone_feature_dim_falls_back_to_a_dry_forward():
+    from pml_shrewd.models.hashing_model import backbone_feature_dim
+
+    plain = nn.Sequential(nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).train()
+    assert backbone_feature_dim(plain, (3, 16, 16)) == 5
+    assert plain.training  # the dry forward leaves the mode as it was
+    with pytest.raises(ValueError, match="global_pool"):
+        backbone_feature_dim(nn.Conv2d(3, 5, 3), (3, 16, 16))
+
+
+# --------------------------------------------------------------------- offline pretrained weights (item 13)
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """No weights in any local cache (a fresh machine)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return constants
+
+
+def test_pretrained_with_the_hub_offline_fails_fast_with_a_hint(empty_hub_cache, monkeypatch):
+    import time
+
+    from pml_shrewd.models.hashing_model import PretrainedWeightsUnavailable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(PretrainedWeightsUnavailable) as info:
+        HashingModel("test_resnet", num_bits=8, pretrained=True)
+    assert time.monotonic() - start < 20
+    message = str(info.value)
+    assert "--pretrained-file" in message and "efficientnet_lite0_weights" in message
+    assert "'test_resnet'" in message and isinstance(info.value, RuntimeError)
+
+
+def test_pretrained_with_the_hub_unreachable_fails_fast_with_a_hint(empty_hub_cache, monkeypatch):
+    import time
+
+    from pml_shrewd.models.hashing_model import PretrainedWeightsUnavailable, hub_reachable
+
+    # Online mode, but the hub does not answer (a closed local port): no minute of retries.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(empty_hub_cache, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(empty_hub_cache, "ENDPOINT", "http://127.0.0.1:9")
+    assert not hub_reachable(timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(PretrainedWeightsUnavailable, match="--pretrained-file"):
+        HashingModel("test_resnet", num_bits=8, pretrained=True)
+    assert time.monotonic() - start < 20
+    assert empty_hub_cache.HF_HUB_OFFLINE is False  # the temporary offline mode is undone
+
+
+def test_pretrained_weights_in_the_local_cache_still_load_offline(empty_hub_cache, monkeypatch):
+    # What a download leaves in the hub cache: snapshots/<commit>/<file> plus refs/main.
+    import timm
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    source = timm.create_model("test_resnet", num_classes=0)
+    repo = "timm/" + source.pretrained_cfg["hf_hub_id"].split("/")[-1]
+    folder = os.path.join(constants.HF_HUB_CACHE, "models--" + repo.replace("/", "--"))
+    commit = "0" * 40
+    os.makedirs(os.path.join(folder, "snapshots", commit))
+    os.makedirs(os.path.join(folder, "refs"))
+    with open(os.path.join(folder, "refs", "main"), "w") as f:
+        f.write(commit)
+    full = timm.create_model("test_resnet")
+    torch.nn.init.constant_(full.fc.weight, 0.5)
+    save_file(
+        {k: v.contiguous() for k, v in full.state_dict().items()},
+        os.path.join(folder, "snapshots", commit, "model.safetensors"),
+    )
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = HashingModel("test_resnet", num_bits=8, pretrained=True)
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, full.state_dict()[key]), key
+
+
+# --------------------------------------------------------------------- save_pretrained / from_pretrained (issue 15)
+def _trained_like(num_classes=3):
+    torch.manual_seed(0)
+    model = HashingModel(
+        "test_resnet", num_bits=12, num_classes=num_classes, small_images=True, batch_norm=True, hidden_dim=16
+    )
+    model.train()(torch.randn(8, 3, 32, 32))  # BatchNorm running statistics move off their defaults
+    return model.eval()
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_save_pretrained_round_trip_gives_the_same_outputs(tmp_path, safe):
+    model = _trained_like()
+    weights = model.save_pretrained(
+        tmp_path / "m",
+        classes=["cat", "dog", "truck"],
+        extra={"train": {"epochs": 3}},
+        safe_serialization=safe,
+    )
+    assert os.path.basename(weights) == ("model.safetensors" if safe else "model.pt")
+    assert sorted(os.listdir(tmp_path / "m")) == sorted(["config.json", os.path.basename(weights)])
+    info = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert info["architecture"] == "pml_shrewd.HashingModel" and info["model"] == model.config
+    assert info["classes"] == ["cat", "dog", "truck"] and info["train"] == {"epochs": 3}
+    again = HashingModel.from_pretrained(tmp_path / "m")
+    assert not again.training and again.classes == ["cat", "dog", "truck"]
+    assert again.pretrained_info["train"] == {"epochs": 3} and again.data_config == model.data_config
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+        assert torch.equal(again.classifier(again(x)), model.classifier(model(x)))
+    # Saving in the other format replaces the file: one weights file per folder.
+    model.save_pretrained(tmp_path / "m", safe_serialization=not safe)
+    assert sorted(os.listdir(tmp_path / "m")) == sorted(
+        ["config.json", "model.pt" if safe else "model.safetensors"]
+    )
+
+
+def test_from_pretrained_reads_the_trainers_layout(tmp_path):
+    # What Trainer.save_model / load_trained_model use: config.json {model, data_config, classes, train} + model.pt.
+    model = _trained_like()
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(model.state_dict(), run / "model.pt")
+    data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in model.data_config.items()}
+    info = {
+        "model": model.config,
+        "data_config": data_config,
+        "classes": ["a", "b", "c"],
+        "train": {"seed": 0},
+    }
+    (run / "config.json").write_text(json.dumps(info))
+    again = HashingModel.from_pretrained(run)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    assert again.pretrained_info == info and again.classes == ["a", "b", "c"]
+    assert again.transform(train=False)(__import__("PIL.Image").Image.new("RGB", (40, 40))).shape == (
+        3,
+        32,
+        32,
+    )
+
+
+def test_from_pretrained_errors_name_the_file(tmp_path):
+    model = _trained_like(num_classes=0)
+    with pytest.raises(FileNotFoundError, match="no trained model.*no such folder"):
+        HashingModel.from_pretrained(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no trained model.*config\.json"):
+        HashingModel.from_pretrained(tmp_path / "empty")
+
+    folder = tmp_path / "m"
+    weights = model.save_pretrained(folder)
+    cfg = folder / "config.json"
+    good = cfg.read_text()
+    cfg.write_text(good[: len(good) // 2])  # truncated
+    with pytest.raises(ValueError, match=rf"{cfg}.*not valid JSON"):
+        HashingModel.from_pretrained(folder)
+    cfg.write_text(json.dumps({"classes": []}))
+    with pytest.raises(ValueError, match=rf"{cfg}.*'model'"):
+        HashingModel.from_pretrained(folder)
+    cfg.write_text(good)
+
+    data = open(weights, "rb").read()
+    with open(weights, "wb") as f:
+        f.write(data[: len(data) // 3])  # truncated weights
+    with pytest.raises(ValueError, match=rf"{weights}.*not a readable weights file"):
+        HashingModel.from_pretrained(folder)
+    os.remove(weights)
+    with pytest.raises(FileNotFoundError, match="model.safetensors.*model.pt"):
+        HashingModel.from_pretrained(folder)
+
+    # Weights of another architecture: named, with what does not fit.
+    HashingModel("test_resnet", num_bits=4).save_pretrained(tmp_path / "other")
+    os.replace(tmp_path / "other" / "model.safetensors", folder / "model.safetensors")
+    with pytest.raises(ValueError, match="does not fit the architecture"):
+        HashingModel.from_pretrained(folder)
+
+
+# --------------------------------------------------------------------- encode_dataset progress (item 18)
+def test_encode_dataset_shows_a_progress_bar_that_can_be_turned_off(tmp_path, capsys):
+    from PIL import Image
+
+    from pml_shrewd.data import ImageFiles
+    from pml_shrewd.training.inference import encode_dataset
+
+    paths = []
+    for i in range(5):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(paths[-1])
+    model = HashingModel("test_resnet", num_bits=8, small_images=True, image_size=16)
+    data = ImageFiles(paths, model.transform(train=False))
+    codes, _, kept = encode_dataset(model, data, batch_size=2, device="cpu")
+    err = capsys.readouterr().err
+    assert codes.shape == (5, 8) and kept == list(range(5))
+    assert "encoding" in err and "/5 [" in err and "img/s" in err
+    encode_dataset(model, data, batch_size=2, device="cpu", progress=False)
+    assert "encoding" not in capsys.readouterr().err

