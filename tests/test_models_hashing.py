@@ -290,11 +290,16 @@ def test_save_pretrained_round_trip_gives_the_same_outputs(tmp_path, safe):
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
         assert torch.equal(again.classifier(again(x)), model.classifier(model(x)))
-    # Saving in the other format replaces the file: one weights file per folder.
-    model.save_pretrained(tmp_path / "m", safe_serialization=not safe)
-    assert sorted(os.listdir(tmp_path / "m")) == sorted(
-        ["config.json", "model.pt" if safe else "model.safetensors"]
-    )
+    # Saving again in the other format: config.json names the new file, which is the one read.
+    torch.nn.init.zeros_(model.head.proj[0].bias)
+    other = model.save_pretrained(tmp_path / "m", safe_serialization=not safe)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["weights"] == os.path.basename(other)
+    with torch.no_grad():
+        assert torch.equal(HashingModel.from_pretrained(tmp_path / "m")(x), model(x))
+    named = model.save_pretrained(tmp_path / "ckpt", weights_name="hashing_model.pt")
+    assert os.path.basename(named) == "hashing_model.pt" and HashingModel.from_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="plain file name"):
+        model.save_pretrained(tmp_path / "bad", weights_name="../x.pt")
 
 
 def test_from_pretrained_reads_the_trainers_layout(tmp_path):
@@ -311,6 +316,11 @@ def test_from_pretrained_reads_the_trainers_layout(tmp_path):
         "train": {"seed": 0},
     }
     (run / "config.json").write_text(json.dumps(info))
+    # A checkpoint folder also holds accelerate's model.safetensors (here: what a head-only
+    # prepared model would leave): without a "weights" entry the trainer's model.pt is read.
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, run / "model.safetensors")
     again = HashingModel.from_pretrained(run)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -349,8 +359,14 @@ def test_from_pretrained_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=rf"{weights}.*not a readable weights file"):
         HashingModel.from_pretrained(folder)
     os.remove(weights)
-    with pytest.raises(FileNotFoundError, match="model.safetensors.*model.pt"):
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors.*named in config\.json.*missing"):
         HashingModel.from_pretrained(folder)
+    legacy = json.loads(good)
+    del legacy["weights"]
+    cfg.write_text(json.dumps(legacy))
+    with pytest.raises(FileNotFoundError, match=r"model\.pt.*model\.safetensors"):
+        HashingModel.from_pretrained(folder)
+    cfg.write_text(good)
 
     # Weights of another architecture: named, with what does not fit.
     HashingModel("test_resnet", num_bits=4).save_pretrained(tmp_path / "other")

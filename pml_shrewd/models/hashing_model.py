@@ -314,6 +314,7 @@ class HashingModel(nn.Module):
         classes: Sequence[str] | None = None,
         extra: Mapping[str, Any] | None = None,
         safe_serialization: bool | None = None,
+        weights_name: str | None = None,
     ) -> str:
         """Write ``config.json`` and the weights to ``directory`` (timm / Hugging Face style).
 
@@ -321,9 +322,11 @@ class HashingModel(nn.Module):
         :attr:`config`), ``data_config`` (the transforms' settings) and ``classes`` (label
         names, or ``None``), plus the keys of ``extra`` (e.g. ``{"train": cfg.to_dict()}``).
         The weights go beside it as ``model.safetensors`` when ``safetensors`` is installed
-        (``safe_serialization=None``, the default) or asked for, else as ``model.pt``; the
-        other format's stale file is removed. Both files are written atomically.
-        Returns the weights file's path.
+        (``safe_serialization=None``, the default) or asked for, else as ``model.pt``;
+        ``config.json``'s ``weights`` names the file, so :meth:`from_pretrained` reads that one
+        even beside other files (accelerate's ``save_state`` also writes a
+        ``model.safetensors``: in a checkpoint folder pass ``weights_name`` to keep apart).
+        Both files are written atomically. Returns the weights file's path.
 
         Example::
 
@@ -331,11 +334,16 @@ class HashingModel(nn.Module):
             same = HashingModel.from_pretrained("runs/shrewd")
         """
         directory = os.fspath(directory)
+        if weights_name is not None:  # the name's suffix decides the format
+            safe_serialization = str(weights_name).endswith(".safetensors")
         if safe_serialization is None:
             safe_serialization = _has_safetensors()
         elif safe_serialization and not _has_safetensors():
             raise ImportError("save_pretrained(safe_serialization=True) needs `pip install safetensors`")
-        reserved = {"architecture", "model", "data_config", "classes"}
+        name = weights_name or (WEIGHTS_SAFETENSORS if safe_serialization else WEIGHTS_PT)
+        if os.path.basename(name) != name or name == CONFIG_FILE:
+            raise ValueError(f"save_pretrained: weights_name must be a plain file name, got {name!r}")
+        reserved = {"architecture", "model", "data_config", "classes", "weights"}
         clash = sorted(reserved & set(extra or {}))
         if clash:
             raise ValueError(f"save_pretrained: extra must not redefine {clash}")
@@ -344,6 +352,7 @@ class HashingModel(nn.Module):
             "model": dict(self.config),
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
             "classes": None if classes is None else [str(c) for c in classes],
+            "weights": name,
             **dict(extra or {}),
         }
         try:
@@ -354,9 +363,6 @@ class HashingModel(nn.Module):
             ) from err
         os.makedirs(directory, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        name, stale = (
-            (WEIGHTS_SAFETENSORS, WEIGHTS_PT) if safe_serialization else (WEIGHTS_PT, WEIGHTS_SAFETENSORS)
-        )
         weights = os.path.join(directory, name)
         tmp = weights + ".tmp"
         if safe_serialization:
@@ -366,8 +372,6 @@ class HashingModel(nn.Module):
         else:
             torch.save(state, tmp)
         os.replace(tmp, weights)
-        if os.path.exists(os.path.join(directory, stale)):
-            os.remove(os.path.join(directory, stale))
         cfg_file = os.path.join(directory, CONFIG_FILE)
         with open(cfg_file + ".tmp", "w") as f:
             f.write(text)
@@ -422,7 +426,7 @@ class HashingModel(nn.Module):
         """
         directory = os.path.realpath(os.fspath(directory))
         info = cls.read_pretrained_config(directory)
-        weights = _weights_file(directory)
+        weights = _weights_file(directory, info.get("weights"))
         config = {**info["model"], **overrides, "pretrained": False, "pretrained_file": None}
         cfg_file = os.path.join(directory, CONFIG_FILE)
         try:
@@ -497,9 +501,20 @@ def _has_safetensors() -> bool:
     return True
 
 
-def _weights_file(directory: str) -> str:
-    """``model.safetensors`` (when safetensors is installed) or ``model.pt`` in ``directory``."""
-    candidates = [WEIGHTS_SAFETENSORS, WEIGHTS_PT] if _has_safetensors() else [WEIGHTS_PT]
+def _weights_file(directory: str, named: str | None = None) -> str:
+    """The weights file of a model folder: the one ``config.json`` names, else ``model.pt``
+    (the trainer's layout; its checkpoint folders also hold accelerate's ``model.safetensors``),
+    else ``model.safetensors``."""
+    if named is not None:
+        path = os.path.join(directory, os.path.basename(str(named)))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{directory!r} holds no trained model weights: {path!r} (named in {CONFIG_FILE}) is missing"
+            )
+        if path.endswith(".safetensors") and not _has_safetensors():
+            raise ImportError(f"{path!r} needs `pip install safetensors` to load")
+        return path
+    candidates = [WEIGHTS_PT, WEIGHTS_SAFETENSORS] if _has_safetensors() else [WEIGHTS_PT]
     for name in candidates:
         path = os.path.join(directory, name)
         if os.path.isfile(path):
@@ -510,7 +525,7 @@ def _weights_file(directory: str) -> str:
         )
     raise FileNotFoundError(
         f"{directory!r} holds no trained model weights: neither "
-        f"{os.path.join(directory, WEIGHTS_SAFETENSORS)!r} nor {os.path.join(directory, WEIGHTS_PT)!r} exists"
+        f"{os.path.join(directory, WEIGHTS_PT)!r} nor {os.path.join(directory, WEIGHTS_SAFETENSORS)!r} exists"
     )
 
 
