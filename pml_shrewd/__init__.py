@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         build_datasets,
         semantic_distance_for,
     )
-    from .losses import SemanticDistanceLoss, SHREDLoss
+    from .losses import CrossBatchMemory, NonFiniteLossError, SemanticDistanceLoss, SHREDLoss
     from .models import HashHead, HashingModel, create_hashing_model, efficientnet_lite0_weights
     from .regularizers import EmpiricalKLRegularizer
     from .retrieval import (
@@ -62,6 +62,8 @@ _LAZY = {
     "TorchvisionCIFAR": "data",
     "build_datasets": "data",
     "semantic_distance_for": "data",
+    "CrossBatchMemory": "losses",
+    "NonFiniteLossError": "losses",
     "SemanticDistanceLoss": "losses",
     "SHREDLoss": "losses",
     "HashHead": "models",
@@ -124,6 +126,8 @@ __all__ = [
     # losses and regularizers
     "SemanticDistanceLoss",
     "SHREDLoss",
+    "CrossBatchMemory",
+    "NonFiniteLossError",
     "EmpiricalKLRegularizer",
     # semantic-distance providers
     "SemanticDistance",

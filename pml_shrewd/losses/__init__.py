@@ -1,5 +1,13 @@
+from .cross_batch_memory import CrossBatchMemory
 from .pml_baselines import PML_BASELINES, pml_baseline_loss
-from .semantic_distance_loss import SemanticDistanceLoss
+from .semantic_distance_loss import NonFiniteLossError, SemanticDistanceLoss
 from .shred_loss import SHREDLoss
 
-__all__ = ["PML_BASELINES", "SemanticDistanceLoss", "SHREDLoss", "pml_baseline_loss"]
+__all__ = [
+    "CrossBatchMemory",
+    "NonFiniteLossError",
+    "PML_BASELINES",
+    "SemanticDistanceLoss",
+    "SHREDLoss",
+    "pml_baseline_loss",
+]
