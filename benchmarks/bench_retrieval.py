@@ -101,7 +101,12 @@ def main():
     # --- full evaluation ------------------------------------------------------------------
     t_ours, res = timed(lambda: _rank_queries(qb, db, ql, dl, full_ap=True, hp_k=k, semantic_distance=dmat))
     m_ap, m_ahp = float(res["ap"].mean()), float(_ahp(res["hp"]).mean())
-    t_pub, _ = timed(lambda: (mean_average_precision(qb, db, ql, dl), mahp_at_k(qb, db, ql, dl, dmat, k=k)))
+    t_pub, _ = timed(
+        lambda: (
+            mean_average_precision(qb, db, ql, dl),
+            mahp_at_k(qb, db, ql, dl, semantic_distance=dmat, k=k),
+        )
+    )
     nb = min(args.baseline_queries, nq)
     t_base, (b_ap, b_ahp) = timed(lambda: numpy_baseline(qb[:nb], db, ql[:nb], dl, dmat, k))
     t_base_full = t_base * nq / nb
@@ -124,7 +129,7 @@ def main():
         t_ev, ev = timed(lambda: evaluate_codes(qz, dz, ql, dl, semantic_distance=dmat, k=k))
         print(
             f"evaluate_codes (Hamming + continuous L1, all metrics): {t_ev:.2f} s   "
-            f"mAHP@{k}={ev[f'mAHP@{k}']:.4f} vs continuous {ev[f'mAHP@{k}_continuous']:.4f}"
+            f"mAHP@{ev['k']}={ev['mAHP@k']:.4f} vs continuous {ev['mAHP@k_continuous']:.4f}"
         )
 
     # --- top-k search -----------------------------------------------------------------------
@@ -178,7 +183,7 @@ def main():
         )
         rows.append((kind, approx, t_build))
 
-    print("\n== memory per million codes (serialised index + int64 ids) ==")
+    print("\n== memory per million codes (serialised index with its faiss id map: int64 ids) ==")
     print(f"raw codes: {args.bits // 8 * 1_000_000:,} bytes")
     for kind, idx, _ in rows:
         print(f"{kind:10s} {idx.memory_bytes() / len(idx) * 1_000_000:14,.0f} bytes")

@@ -263,12 +263,12 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     )
     q_codes, q_labels, _ = encode_dataset(model, queries, args.batch_size)
     db_codes, db_labels, _ = encode_dataset(model, db, args.batch_size)
-    k = min(args.k, len(db_codes))
+    # Fixed keys ("mAP", "mAHP@k", ...); "k" is the cut-off used (--k clipped to the database).
     result = evaluate_codes(
-        q_codes, db_codes, q_labels, db_labels, semantic_distance=provider, k=k, return_curves=True
+        q_codes, db_codes, q_labels, db_labels, semantic_distance=provider, k=args.k, return_curves=True
     )
     curves = {key: np.asarray(result.pop(key)) for key in list(result) if key.startswith("hp_curve")}
-    metrics = {key: float(v) for key, v in result.items()}
+    metrics = {key: v if isinstance(v, int) else float(v) for key, v in result.items()}
     out = args.output_dir or args.model
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "eval_metrics.json"), "w") as f:
@@ -335,8 +335,14 @@ def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
     from .retrieval import HashIndex, binarize
     from .training import encode_dataset, load_trained_model
 
-    with open(os.path.join(args.index, "meta.json")) as f:
-        meta = json.load(f)
+    meta_path = os.path.join(args.index, "meta.json")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{meta_path} is truncated or not JSON ({err}); rebuild the index with `pml-shrewd index`"
+        ) from err
     index = HashIndex.load(os.path.join(args.index, "index.faiss"))
     model, info = load_trained_model(args.model or meta["model"])
     if not args.queries and not args.caption:
@@ -496,12 +502,16 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_metrics(metrics: dict[str, Any], title: str) -> None:
+    """One line per number; fixed keys such as ``mAHP@k`` are shown with their k (``mAHP@250``)."""
     print(title)
+    k = metrics.get("k")
+    k = int(k) if isinstance(k, float) and k.is_integer() else k  # a JSON round trip may make it 250.0
     for key, value in metrics.items():
+        label = key.replace("@k", f"@{k}") if isinstance(k, int) and key != "k" else key
         if isinstance(value, float):
-            print(f"  {key:<28s} {value:.4f}")
+            print(f"  {label:<28s} {value:.4f}")
         elif isinstance(value, int):
-            print(f"  {key:<28s} {value}")
+            print(f"  {label:<28s} {value}")
 
 
 # ---------------------------------------------------------------------- parser

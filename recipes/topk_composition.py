@@ -7,7 +7,8 @@ mAHP@k mixes two things: how many of a query's k nearest train images share its 
 and how close (in the hierarchy) the classes of the others are. This splits them, per
 variant: ``same_class`` (mean fraction of the top k in the query's class),
 ``other_class_similarity`` (mean 1 - d over the top-k items of other classes, queries
-whose top k has one), and ``top1`` (the nearest item's class is the query's). Search is
+whose top k has one), and ``top1`` (the nearest item's class is the query's); ``k`` is the
+cut-off used (``--k`` clipped to the database size, as in the metrics). Search is
 exact (faiss flat binary index through ``HashIndex``, ties in insertion order like the
 metrics). Writes ``topk_composition.json`` into the results directory.
 """
@@ -33,6 +34,7 @@ def topk_composition(codes_file: Path, similarity: np.ndarray, k: int) -> dict:
     bits = int(data["bits"])
     index = HashIndex(bits)
     index.add_packed(data["train_codes"], labels=data["train_labels"].astype(np.int64))
+    k = min(k, len(index))  # like the metrics: k clipped to the database (no -1 ids to look up)
     _, ids = index.search_packed(data["test_codes"], k)
     neighbours = index.get_labels(ids)
     queries = data["test_labels"].astype(np.int64)[:, None]
@@ -43,6 +45,7 @@ def topk_composition(codes_file: Path, similarity: np.ndarray, k: int) -> dict:
     other_sim = (sims * other).sum(axis=1)[has_other] / other.sum(axis=1)[has_other]
     return dict(
         bits=bits,
+        k=k,
         same_class=float(same.mean()),
         other_class_similarity=float(other_sim.mean()) if has_other.any() else float("nan"),
         top1=float(same[:, 0].mean()),

@@ -28,13 +28,13 @@ def test_evaluate_reports_map_and_mahp(trained, capsys):
     root, _ = trained
     assert main(["evaluate", "--model", str(root / "run"), "--k", "10"]) == 0
     out = capsys.readouterr().out
-    assert "mAP " in out and "mAHP@10 " in out and "mAHP@10_continuous" in out
+    assert "mAP " in out and "mAHP@10 " in out and "mAHP@10_continuous" in out  # k shown in the labels
     metrics = json.loads((root / "run" / "eval_metrics.json").read_text())
-    assert 0 <= metrics["mAP"] <= 1 and 0 <= metrics["mAHP@10"] <= 1
+    assert metrics["k"] == 10 and 0 <= metrics["mAP"] <= 1 and 0 <= metrics["mAHP@k"] <= 1
     # Evaluating the saved model reproduces the trainer's final metrics (same model, same data).
     final = json.loads((root / "run" / "metrics.json").read_text())
     assert metrics["mAP"] == pytest.approx(final["mAP"], abs=1e-6)
-    assert metrics["mAHP@10"] == pytest.approx(final["mAHP@10"], abs=1e-6)
+    assert metrics["mAHP@k"] == pytest.approx(final["mAHP@k"], abs=1e-6)
 
 
 def test_index_then_search_finds_the_query_itself(trained, tmp_path, capsys):
@@ -82,7 +82,8 @@ def test_demo_runs_end_to_end_on_a_subset(tmp_path, capsys):
     assert "demo results" in text and "mAP " in text and "mAHP@64 " in text
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["train_samples"] == 64 and metrics["test_samples"] == 32
-    assert 0 <= metrics["mAP"] <= 1 and 0 <= metrics["mAHP@64"] <= 1 and metrics["skipped_images"] == 0
+    assert 0 <= metrics["mAP"] <= 1 and 0 <= metrics["mAHP@k"] <= 1 and metrics["skipped_images"] == 0
+    assert metrics["k"] == 64  # the demo's hp_k; printed as "mAHP@64"
     info = json.loads((out / "config.json").read_text())
     assert info["model"]["backbone"] == "tf_efficientnet_lite0" and info["model"]["num_bits"] == 64
     assert info["classes"] == CIFAR10_CLASSES and info["train"]["freeze_backbone"]

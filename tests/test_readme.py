@@ -100,5 +100,10 @@ def test_readme_blocks_run_in_order():
             pytest.fail(f"README.md python block {i} fails: {type(err).__name__}: {err}\n{block}")
     # A few results the README promises.
     assert math.isfinite(namespace["loss"].item())
-    assert 0 <= namespace["metrics"]["mAP"] <= 1 and "mAHP@250" in namespace["metrics"]
+    assert 0 <= namespace["metrics"]["mAP"] <= 1 and namespace["metrics"]["k"] == 250
+    assert 0 <= namespace["metrics"]["mAHP@k"] <= 1 and 0 <= namespace["l1_mahp"] <= 1
+    assert namespace["hamming_map"] == pytest.approx(namespace["metrics"]["mAP"])
+    # The PML tester example: Hamming metrics of the codes, not of L2-normalised ones.
+    tested = namespace["accuracies"]["test"]
+    assert 0 < tested["hamming_mAP_level0"] <= 1 and 0 <= tested["hamming_mAHP_level0"] <= 1
     assert namespace["ids"].shape == (len(namespace["query_bits"]), 10)

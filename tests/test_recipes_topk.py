@@ -49,3 +49,19 @@ def test_topk_composition_matches_a_brute_force_loop(tmp_path, bits, k):
 def test_topk_composition_names_a_missing_codes_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="codes"):
         topk_composition.main([str(tmp_path), "--dataset", "cifar10"])
+
+
+def test_topk_composition_clips_k_to_the_database(tmp_path):
+    # k above the database size: the cut-off is the database (no -1 ids looked up as labels).
+    rng = np.random.default_rng(3)
+    q, db = rng.integers(0, 2, (6, 8), dtype=np.uint8), rng.integers(0, 2, (9, 8), dtype=np.uint8)
+    yq, ydb = rng.integers(0, 10, 6), rng.integers(0, 10, 9)
+    (tmp_path / "codes").mkdir()
+    np.savez(tmp_path / "codes" / f"{topk_composition.variant_slug('A')}.npz", test_codes=pack_codes(q),
+             train_codes=pack_codes(db), test_labels=yq, train_labels=ydb, bits=8)  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps({"results": {"A": {}}}))
+    row = topk_composition.main([str(tmp_path), "--dataset", "cifar10", "--k", "50"])["results"]["A"]
+    sim = 1.0 - HierarchyDistance.cifar10().matrix().numpy()
+    same, other, top1 = _reference(q, db, yq, ydb, sim, 9)
+    assert row["k"] == 9 and row["same_class"] == pytest.approx(same)
+    assert row["other_class_similarity"] == pytest.approx(other)

@@ -220,3 +220,89 @@ def test_errors_are_clear(data, tmp_path):
 
         faiss.write_index_binary(faiss.IndexBinaryFlat(16), str(tmp_path / "bare.faiss"))
         HashIndex.load(tmp_path / "bare.faiss")
+
+
+def test_duplicate_ids_are_refused_by_name(data):
+    db, _, labels = data
+    index = HashIndex(16)
+    with pytest.raises(ValueError, match=r"duplicate ids in this add: \[5\]"):
+        index.add(db[:3], ids=[5, 6, 5])
+    assert len(index) == 0  # nothing half-added
+    index.add(db[:3], ids=[5, 6, 7])
+    with pytest.raises(ValueError, match=r"ids already in the index: \[7\]"):
+        index.add(db[3:5], ids=[8, 7])
+    with pytest.raises(ValueError, match=r"ids already in the index: \[6, 7, 8\]"):
+        HashIndex(16).add(db[:6], ids=np.arange(6) + 3).add(db[:3])  # default ids 6, 7, 8: taken
+    with pytest.raises(ValueError, match="non-negative"):
+        index.add(db[:1], ids=[-1])
+    assert index.ids.tolist() == [5, 6, 7] and len(index) == 3
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf", "multihash"])
+def test_faiss_keeps_the_ids(tmp_path, data, index_type):
+    import faiss
+
+    db, queries, _ = data
+    ids = np.arange(300, dtype=np.int64)[::-1] * 3 + 1
+    index = HashIndex(16, index_type, nlist=4, nprobe=4).add(db, ids=ids)
+    assert isinstance(index._index, faiss.IndexBinaryIDMap2)
+    np.testing.assert_array_equal(index.ids, ids)
+    path = index.save(tmp_path / "i.faiss")
+    assert isinstance(faiss.read_index_binary(str(path)), faiss.IndexBinaryIDMap2)
+    assert "ids" not in np.load(str(path) + ".meta.npz").files  # the faiss file holds them
+    np.testing.assert_array_equal(HashIndex.load(path).search(queries, 7)[1], index.search(queries, 7)[1])
+
+
+def test_format_1_indexes_still_load(tmp_path, data):
+    import json
+
+    import faiss
+
+    db, queries, labels = data
+    ids = np.arange(300, dtype=np.int64) * 2 + 11
+    # What HashIndex.save wrote before the id map: a bare index and the ids in the sidecar.
+    bare = faiss.IndexBinaryFlat(16)
+    bare.add(pack_codes(db))
+    faiss.write_index_binary(bare, str(tmp_path / "old.faiss"))
+    options = HashIndex(16).options
+    config = {
+        "format_version": 1,
+        "num_bits": 16,
+        "index_type": "flat",
+        "options": options,
+        "has_labels": True,
+    }
+    with open(tmp_path / "old.faiss.meta.npz", "wb") as f:
+        np.savez(f, config=np.array(json.dumps(config)), ids=ids, labels=labels)
+    loaded = HashIndex.load(tmp_path / "old.faiss")
+    _, got = loaded.search(queries, 9)
+    _, ref_order = brute_force(queries, db)
+    np.testing.assert_array_equal(got, ids[ref_order[:, :9]])
+    np.testing.assert_array_equal(loaded.get_labels(got), labels[ref_order[:, :9]])
+    loaded.add(db[:2], ids=[1, 3], labels=labels[:2])
+    assert len(loaded) == 302 and loaded.ids[-2:].tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+@pytest.mark.parametrize("which", ["index", "meta"])
+def test_load_names_a_damaged_file(tmp_path, data, damage, which):
+    db, _, labels = data
+    path = HashIndex(16).add(db, labels=labels).save(tmp_path / "index.faiss")
+    target = path if which == "index" else tmp_path / "index.faiss.meta.npz"
+    content = target.read_bytes()
+    target.write_bytes(b"" if damage == "empty" else content[: len(content) // 2])
+    expected = {"empty": "is empty", "truncated": "truncated"}[damage]
+    with pytest.raises(ValueError, match=rf"{target.name}.*{expected}") as err:
+        HashIndex.load(path)
+    assert str(target) in str(err.value)
+
+
+def test_cli_search_names_a_truncated_meta_json(tmp_path, data, capsys):
+    from pml_shrewd.cli import main
+
+    db, _, labels = data
+    HashIndex(16).add(db, labels=labels).save(tmp_path / "index.faiss")
+    (tmp_path / "meta.json").write_text('{"model": "runs/x", "paths": ["a.jpg", ')
+    assert main(["search", "--index", str(tmp_path), "q.jpg"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "meta.json") in err and "truncated" in err

@@ -138,7 +138,7 @@ def test_map_matches_reference_with_ties_and_absent_classes(seed, k):
 def test_precision_at_k_matches_reference(seed, k):
     _, qb, db, ql, dl = make_data(seed)
     ref = ref_metrics(qb, db, ql, dl, "hamming", pk=k)["p"]
-    assert precision_at_k(torch.from_numpy(qb), db, ql, torch.from_numpy(dl), k) == pytest.approx(ref)
+    assert precision_at_k(torch.from_numpy(qb), db, ql, torch.from_numpy(dl), k=k) == pytest.approx(ref)
 
 
 @pytest.mark.parametrize("seed", [5, 6, 7])
@@ -149,9 +149,9 @@ def test_hp_curve_and_mahp_match_reference(seed, use_provider):
     sd = MatrixProvider(dmat) if use_provider else dmat
     for k in (1, 9, 61, 250):
         ref = ref_metrics(qb, db, ql, dl, "hamming", dmat=dmat, hpk=k)
-        curve = hp_at_k(qb, db, ql, dl, sd, k=k)
+        curve = hp_at_k(qb, db, ql, dl, semantic_distance=sd, k=k)
         np.testing.assert_allclose(curve, ref["curve"], atol=1e-6)
-        assert mahp_at_k(qb, db, ql, dl, sd, k=k) == pytest.approx(ref["mahp"], abs=1e-6)
+        assert mahp_at_k(qb, db, ql, dl, semantic_distance=sd, k=k) == pytest.approx(ref["mahp"], abs=1e-6)
 
 
 def test_hp_zero_over_zero_counts_as_zero():
@@ -159,7 +159,7 @@ def test_hp_zero_over_zero_counts_as_zero():
     qb = np.array([[0, 1, 1]], dtype=np.uint8)
     db = np.array([[0, 1, 1], [1, 1, 1]], dtype=np.uint8)
     dmat = 1.0 - np.eye(3)
-    np.testing.assert_array_equal(hp_at_k(qb, db, [2], [0, 1], dmat, k=2), [0.0, 0.0])
+    np.testing.assert_array_equal(hp_at_k(qb, db, [2], [0, 1], semantic_distance=dmat, k=2), [0.0, 0.0])
     assert mean_average_precision(qb, db, [2], [0, 1]) == 0.0
 
 
@@ -173,7 +173,9 @@ def test_continuous_distances_match_reference_including_exact_ties(distance):
     dmat = random_tree_distances(rng, 5)
     ref = ref_metrics(qc, dc, ql, dl, distance, dmat=dmat, hpk=20)
     assert mean_average_precision(qc, dc, ql, dl, distance=distance) == pytest.approx(ref["map"])
-    assert mahp_at_k(qc, dc, ql, dl, dmat, k=20, distance=distance) == pytest.approx(ref["mahp"])
+    assert mahp_at_k(qc, dc, ql, dl, semantic_distance=dmat, k=20, distance=distance) == pytest.approx(
+        ref["mahp"]
+    )
 
 
 @pytest.mark.parametrize("distance", ["hamming", "l1"])
@@ -185,8 +187,10 @@ def test_ref_includes_query_removes_self_matches(distance):
     ref = ref_metrics(qc, dc, ql, dl, distance, pk=5, dmat=dmat, hpk=39, self_excluded=True)
     kw = {"distance": distance, "ref_includes_query": True}
     assert mean_average_precision(qc, dc, ql, dl, **kw) == pytest.approx(ref["map"])
-    assert precision_at_k(qc, dc, ql, dl, 5, **kw) == pytest.approx(ref["p"])
-    np.testing.assert_allclose(hp_at_k(qc, dc, ql, dl, dmat, k=39, **kw), ref["curve"], atol=1e-9)
+    assert precision_at_k(qc, dc, ql, dl, k=5, **kw) == pytest.approx(ref["p"])
+    np.testing.assert_allclose(
+        hp_at_k(qc, dc, ql, dl, semantic_distance=dmat, k=39, **kw), ref["curve"], atol=1e-9
+    )
     with pytest.raises(ValueError, match="ref_includes_query"):
         mean_average_precision(qc, dc[::-1].copy(), ql, dl, **kw)
 
@@ -215,17 +219,22 @@ def test_evaluate_codes_reports_binary_and_continuous_metrics():
     dmat = random_tree_distances(rng, 4)
     m = evaluate_codes(qz, dz, ql, dl, semantic_distance=dmat, k=25, return_curves=True)
     qb, db = binarize(qz), binarize(dz)
+    assert m["k"] == 25 and isinstance(m["k"], int)
     assert m["mAP"] == pytest.approx(mean_average_precision(qb, db, ql, dl))
-    assert m["mAP@25"] == pytest.approx(mean_average_precision(qb, db, ql, dl, k=25))
-    assert m["P@25"] == pytest.approx(precision_at_k(qb, db, ql, dl, 25))
-    assert m["mAHP@25"] == pytest.approx(mahp_at_k(qb, db, ql, dl, dmat, k=25))
+    assert m["mAP@k"] == pytest.approx(mean_average_precision(qb, db, ql, dl, k=25))
+    assert m["P@k"] == pytest.approx(precision_at_k(qb, db, ql, dl, k=25))
+    assert m["mAHP@k"] == pytest.approx(mahp_at_k(qb, db, ql, dl, semantic_distance=dmat, k=25))
     assert m["mAP_continuous"] == pytest.approx(mean_average_precision(qz, dz, ql, dl, distance="l1"))
-    assert m["mAHP@25_continuous"] == pytest.approx(mahp_at_k(qz, dz, ql, dl, dmat, k=25, distance="l1"))
+    assert m["mAP@k_continuous"] == pytest.approx(mean_average_precision(qz, dz, ql, dl, k=25, distance="l1"))
+    assert m["P@k_continuous"] == pytest.approx(precision_at_k(qz, dz, ql, dl, k=25, distance="l1"))
+    assert m["mAHP@k_continuous"] == pytest.approx(
+        mahp_at_k(qz, dz, ql, dl, semantic_distance=dmat, k=25, distance="l1")
+    )
     ref_balance = np.mean([abs(db[:, j].mean() - 0.5) for j in range(8)])
     assert m["bit_balance"] == pytest.approx(ref_balance)
     assert m["quantization_error"] == pytest.approx(np.abs(dz - db).mean())
     assert len(m["hp_curve"]) == 25 and len(m["hp_curve_continuous"]) == 25
-    assert "mAHP@25" not in evaluate_codes(qz, dz, ql, dl, k=25)
+    assert "mAHP@k" not in evaluate_codes(qz, dz, ql, dl, k=25)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         evaluate_codes(qz * 2 - 1, dz * 2 - 1, ql, dl)
 
@@ -239,10 +248,10 @@ def test_evaluate_codes_scores_extra_hierarchies_on_the_same_rankings():
         qz, dz, ql, dl, semantic_distance=main, k=20, extra_semantic_distances={"other": other}
     )
     qb, db = binarize(qz), binarize(dz)
-    assert m["mAHP@20"] == pytest.approx(mahp_at_k(qb, db, ql, dl, main, k=20))
-    assert m["mAHP@20 [other]"] == pytest.approx(mahp_at_k(qb, db, ql, dl, other, k=20))
-    assert m["mAHP@20_continuous [other]"] == pytest.approx(
-        mahp_at_k(qz, dz, ql, dl, other, k=20, distance="l1")
+    assert m["mAHP@k"] == pytest.approx(mahp_at_k(qb, db, ql, dl, semantic_distance=main, k=20))
+    assert m["mAHP@k [other]"] == pytest.approx(mahp_at_k(qb, db, ql, dl, semantic_distance=other, k=20))
+    assert m["mAHP@k_continuous [other]"] == pytest.approx(
+        mahp_at_k(qz, dz, ql, dl, semantic_distance=other, k=20, distance="l1")
     )
     with pytest.raises(ValueError, match="extra_semantic_distances"):
         evaluate_codes(qz, dz, ql, dl, k=20, extra_semantic_distances={"other": other})
@@ -251,7 +260,7 @@ def test_evaluate_codes_scores_extra_hierarchies_on_the_same_rankings():
 def test_metric_errors_are_clear():
     qb = np.zeros((3, 8), dtype=np.uint8)
     db = np.ones((4, 8), dtype=np.uint8)
-    with pytest.raises(ValueError, match="only 0 and 1"):
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*found values in \[2, 2\]"):
         mean_average_precision(qb + 2, db, [0, 1, 2], [0, 1, 2, 3])
     with pytest.raises(ValueError, match="same number of bits"):
         mean_average_precision(qb[:, :4], db, [0, 1, 2], [0, 1, 2, 3])
@@ -262,9 +271,9 @@ def test_metric_errors_are_clear():
     with pytest.raises(ValueError, match="positive integer"):
         precision_at_k(qb, db, [0, 1, 2], [0, 1, 2, 3], k=0)
     with pytest.raises(IndexError, match="semantic distance matrix"):
-        hp_at_k(qb, db, [0, 1, 2], [0, 1, 2, 5], np.zeros((4, 4)), k=2)
+        hp_at_k(qb, db, [0, 1, 2], [0, 1, 2, 5], semantic_distance=np.zeros((4, 4)), k=2)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        hp_at_k(qb, db, [0, 1, 2], [0, 1, 2, 3], np.full((4, 4), 2.0), k=2)
+        hp_at_k(qb, db, [0, 1, 2], [0, 1, 2, 3], semantic_distance=np.full((4, 4), 2.0), k=2)
     with pytest.raises(ValueError, match="NaN"):
         mean_average_precision(np.full((3, 8), np.nan), db * 1.0, [0, 1, 2], [0, 1, 2, 3], distance="l1")
 
@@ -305,3 +314,98 @@ def test_code_errors_are_clear():
         unpack_codes(np.zeros((2, 2), dtype=np.uint8), 24)
     with pytest.raises(TypeError, match="uint8"):
         unpack_codes(np.zeros((2, 2), dtype=np.int32), 16)
+
+
+# ----------------------------------------------------------------------------- API (issues 15, 19)
+
+
+def test_every_metric_takes_four_positional_arguments_and_keywords_after():
+    _, qb, db, ql, dl = make_data(0)
+    dmat = 1.0 - np.eye(6)
+    for call in (
+        lambda: mean_average_precision(qb, db, ql, dl, 5),
+        lambda: precision_at_k(qb, db, ql, dl, 5),
+        lambda: hp_at_k(qb, db, ql, dl, dmat),
+        lambda: mahp_at_k(qb, db, ql, dl, dmat),
+        lambda: evaluate_codes(qb, db, ql, dl, dmat),
+    ):
+        with pytest.raises(TypeError, match="positional"):
+            call()
+    # One k default (250, clipped to the database) wherever k is a cut-off.
+    assert precision_at_k(qb, db, ql, dl) == precision_at_k(qb, db, ql, dl, k=250)
+    assert mahp_at_k(qb, db, ql, dl, semantic_distance=dmat) == mahp_at_k(
+        qb, db, ql, dl, semantic_distance=dmat, k=250
+    )
+    assert evaluate_codes(qb, db, ql, dl)["k"] == min(250, len(db))
+
+
+def test_evaluate_codes_keys_do_not_change_with_the_database_size():
+    rng = np.random.default_rng(9)
+    dmat = random_tree_distances(rng, 4)
+    keys = []
+    for n in (30, 400):
+        qz, dz = rng.random((10, 8)), rng.random((n, 8))
+        ql, dl = rng.integers(0, 4, 10), rng.integers(0, 4, n)
+        m = evaluate_codes(
+            qz, dz, ql, dl, semantic_distance=dmat, return_curves=True, extra_semantic_distances={"x": dmat}
+        )
+        assert m["k"] == min(250, n) and len(m["hp_curve"]) == m["k"]
+        assert m["mAHP@k"] == pytest.approx(mahp_at_k(qz, dz, ql, dl, semantic_distance=dmat, k=m["k"]))
+        assert m["mAHP@k [x]"] == m["mAHP@k"]
+        keys.append(sorted(m))
+    assert keys[0] == keys[1]
+    assert keys[0] == sorted(
+        [
+            f"{base}{suffix}"
+            for base in ("mAP", "mAP@k", "P@k", "mAHP@k", "hp_curve")
+            for suffix in ("", "_continuous")
+        ]
+        + ["mAHP@k [x]", "mAHP@k_continuous [x]", "k", "bit_balance", "quantization_error"]
+    )
+
+
+@pytest.mark.parametrize("side", ["query_codes", "db_codes"])
+def test_evaluate_codes_refuses_logits_and_l2_normalised_codes_on_either_side(side):
+    rng = np.random.default_rng(6)
+    qz, dz = rng.random((12, 16)), rng.random((40, 16))
+    ql, dl = rng.integers(0, 3, 12), rng.integers(0, 3, 40)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    for bad, match in ((lambda x: x * 10 - 5, r"must lie in \[0, 1\]"), (unit, "unit L2 norm")):
+        args = {"query_codes": (bad(qz), dz), "db_codes": (qz, bad(dz))}[side]
+        with pytest.raises(ValueError, match=rf"{side}.*{match}|every row of {side}"):
+            evaluate_codes(*args, ql, dl)
+    # Already binary one-hot codes are their own L2 normalisation: accepted.
+    onehot = np.eye(16)[rng.integers(0, 16, 40)]
+    assert 0 <= evaluate_codes(onehot[:12], onehot, dl[:12], dl)["mAP"] <= 1
+
+
+def test_hamming_metrics_binarise_unit_interval_codes_and_refuse_logits():
+    rng = np.random.default_rng(12)
+    qz, dz = rng.random((15, 8)), rng.random((50, 8))
+    ql, dl = rng.integers(0, 4, 15), rng.integers(0, 4, 50)
+    # query_codes means the same in every function: codes in [0, 1], bits = code > 0.5 for Hamming.
+    assert mean_average_precision(qz, dz, ql, dl) == mean_average_precision(
+        binarize(qz), binarize(dz), ql, dl
+    )
+    assert evaluate_codes(qz, dz, ql, dl)["mAP"] == mean_average_precision(qz, dz, ql, dl)
+    with pytest.raises(ValueError, match=r"torch.sigmoid"):
+        mean_average_precision(qz * 6 - 3, dz, ql, dl)
+    # Continuous rankings take any real codes (e.g. embeddings of PML baselines).
+    assert 0 <= mean_average_precision(qz * 6 - 3, dz * 6 - 3, ql, dl, distance="l2") <= 1
+
+
+def test_bfloat16_codes_are_converted():
+    rng = np.random.default_rng(13)
+    qz, dz = torch.from_numpy(rng.random((20, 16))), torch.from_numpy(rng.random((60, 16)))
+    ql, dl = torch.from_numpy(rng.integers(0, 4, 20)), torch.from_numpy(rng.integers(0, 4, 60))
+    dmat = random_tree_distances(rng, 4)
+    qh, dh = qz.to(torch.bfloat16), dz.to(torch.bfloat16)
+    qf, df = qh.float(), dh.float()  # bfloat16 -> float32 is exact
+    assert mean_average_precision(qh, dh, ql, dl) == mean_average_precision(qf, df, ql, dl)
+    assert mahp_at_k(qh, dh, ql, dl, semantic_distance=dmat, k=30, distance="l1") == mahp_at_k(
+        qf, df, ql, dl, semantic_distance=dmat, k=30, distance="l1"
+    )
+    assert mahp_at_k(binarize(qh), binarize(dh), ql, dl, semantic_distance=dmat, k=30) == pytest.approx(
+        mahp_at_k(qf, df, ql, dl, semantic_distance=dmat, k=30)
+    )
+    assert evaluate_codes(qh, dh, ql, dl)["mAP"] == evaluate_codes(qf, df, ql, dl)["mAP"]

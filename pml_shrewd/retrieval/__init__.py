@@ -1,6 +1,6 @@
 """Retrieval and evaluation: binary codes, faiss Hamming search, mAP / P@k / HP@k / mAHP@k."""
 
-from .accuracy_calculator import HashingAccuracyCalculator
+from .accuracy_calculator import HammingKNN, HashingAccuracyCalculator
 from .codes import binarize, pack_codes, unpack_codes
 from .hash_index import HashIndex
 from .metrics import (
@@ -25,6 +25,7 @@ __all__ = [
     "evaluate_codes",
     "bit_balance",
     "HashingAccuracyCalculator",
+    "HammingKNN",
     "plot_hp_curves",
     "plot_code_histogram",
 ]

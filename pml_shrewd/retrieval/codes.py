@@ -19,13 +19,24 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["binarize", "pack_codes", "unpack_codes", "to_numpy", "check_binary"]
+__all__ = ["binarize", "pack_codes", "unpack_codes", "to_numpy", "check_binary", "check_code_range"]
+
+# Tolerance of the "every row has unit L2 norm" test of :func:`check_code_range` (float32
+# normalisation is exact to ~1e-7; genuine sigmoid codes are nowhere near unit norm in every row).
+_UNIT_NORM_ATOL = 1e-4
 
 
 def to_numpy(x: Any, name: str = "array") -> np.ndarray:
-    """Return ``x`` (numpy array, torch tensor or sequence) as a numpy array (no copy where possible)."""
+    """Return ``x`` (numpy array, torch tensor or sequence) as a numpy array (no copy where possible).
+
+    Tensors of dtypes numpy lacks (``bfloat16``) become ``float32`` (exact: bfloat16 is a
+    truncated float32).
+    """
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if x.dtype == torch.bfloat16:
+            x = x.float()
+        return x.numpy()
     if isinstance(x, np.ndarray):
         return x
     try:
@@ -48,6 +59,62 @@ def check_binary(bits: np.ndarray, name: str = "codes") -> None:
             f"{name} must hold only 0 and 1, found {bad!r}; binarize continuous codes first "
             "with pml_shrewd.binarize(codes) (threshold 0.5, or signed=True for [-1, 1] codes)"
         )
+
+
+def check_code_range(codes: Any, name: str = "codes", *, signed: bool = False, hint: str = "") -> None:
+    """Refuse codes that binarising at 0.5 (or at 0 with ``signed=True``) would turn into noise.
+
+    Accepted: 0/1 bits, or continuous codes in ``[0, 1]`` (sigmoid outputs; ``[-1, 1]`` with
+    ``signed=True``, e.g. tanh outputs). Refused with a ``ValueError`` saying what to do:
+
+    - values outside the range (raw logits, or ``[-1, 1]`` codes without ``signed=True``);
+    - **L2-normalised codes** (not ``signed``): every row has unit L2 norm (within 1e-4) while
+      ``K > 1`` and the codes are not already 0/1. L2 normalisation keeps ``[0, 1]`` codes
+      inside ``[0, 1]`` but shrinks them (64 sigmoid codes have norms around 4.6), so nearly every
+      value falls below 0.5 and every code becomes 0...0. PML's testers normalise by default
+      (``normalize_embeddings=True``). The test is unambiguous in practice: genuine ``[0, 1]``
+      codes would need unit norm in *every* row, and 0/1 codes with a single one (which are
+      their own normalisation) are accepted. Signed codes need no such test: normalising does
+      not change their signs, hence not their bits.
+
+    ``hint`` is appended to the messages (e.g. how to switch normalisation off).
+
+    Example::
+
+        check_code_range(torch.sigmoid(logits), "query")        # fine
+        check_code_range(logits, "query")                       # ValueError: apply a sigmoid first
+    """
+    arr = to_numpy(codes, name)
+    if arr.dtype == np.bool_ or arr.size == 0:
+        return
+    if not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} must be numeric codes, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contain NaN or infinite values; cannot binarize{hint}")
+    lo, hi = (-1.0, 1.0) if signed else (0.0, 1.0)
+    vmin, vmax = float(arr.min()), float(arr.max())
+    if vmin < lo or vmax > hi:
+        what = (
+            "[-1, 1] (e.g. tanh outputs; pass raw logits through torch.tanh first)"
+            if signed
+            else "[0, 1] (0/1 bits or sigmoid outputs; pass raw logits through torch.sigmoid first, "
+            "map [-1, 1] codes with (z + 1) / 2 or binarise them with signed=True)"
+        )
+        raise ValueError(f"{name} must lie in {what}, found values in [{vmin:.4g}, {vmax:.4g}]{hint}")
+    if signed or arr.ndim != 2 or arr.shape[1] < 2 or np.issubdtype(arr.dtype, np.integer):
+        return  # integers in range are 0/1 bits
+    norms = np.sqrt(np.square(arr, dtype=np.float64).sum(axis=1))
+    if np.abs(norms - 1.0).max() <= _UNIT_NORM_ATOL and not np.isin(arr, (0, 1)).all():
+        raise ValueError(
+            f"every row of {name} has unit L2 norm: these look like L2-normalised codes. "
+            "Normalising shrinks [0, 1] codes, so binarising them at 0.5 sets (nearly) every bit to 0 "
+            f"and the Hamming metrics drop to chance; pass the codes as the model outputs them{hint}"
+        )
+
+
+def _packbits(bits: np.ndarray) -> np.ndarray:
+    """``numpy.packbits`` of 0/1 rows (most significant bit first; a last partial byte padded with 0)."""
+    return np.ascontiguousarray(np.packbits(bits.astype(np.uint8, copy=False), axis=1))
 
 
 def binarize(codes: Any, threshold: float | None = None, signed: bool = False) -> Any:
@@ -105,7 +172,7 @@ def pack_codes(bits: Any) -> np.ndarray:
             f"the number of bits K={arr.shape[1]} must be a multiple of 8 to pack codes into bytes"
         )
     check_binary(arr, "bits")
-    return np.ascontiguousarray(np.packbits(arr.astype(np.uint8, copy=False), axis=1))
+    return _packbits(arr)
 
 
 def unpack_codes(packed: Any, num_bits: int) -> np.ndarray:

@@ -3,8 +3,9 @@
 SHREWD / SHRED codes (Arponen & Bishop, arXiv 2005.04917) are searched by Hamming
 distance. :class:`HashIndex` wraps faiss's binary indexes (``IndexBinaryFlat``
 by default: exact, fast popcount; ``IndexBinaryHNSW`` / ``IndexBinaryIVF`` /
-``IndexBinaryMultiHash`` for large databases) and keeps the metadata a user
-needs beside it: the number of bits, the index type, item ids and labels.
+``IndexBinaryMultiHash`` for large databases) inside faiss's ``IndexBinaryIDMap2``,
+which keeps the item ids (all four index types support it), and keeps beside it the
+metadata a user needs: the number of bits, the index type and the labels.
 
 Example::
 
@@ -27,7 +28,9 @@ from .codes import pack_codes, to_numpy
 __all__ = ["HashIndex"]
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "multihash")
-_FORMAT_VERSION = 1
+# 2: the faiss file is an IndexBinaryIDMap2 holding the ids; 1 (still read): a bare index, ids in the sidecar.
+_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 class HashIndex:
@@ -56,8 +59,9 @@ class HashIndex:
     avoids guessing: an ``(N, 8)`` uint8 array could be either.
 
     **Results**: distances are ``int32`` Hamming distances; ids are the item ids given
-    to :meth:`add` (default: insertion positions 0, 1, ...). Where an approximate index
-    finds fewer than ``k`` items, ids are ``-1`` and distances ``num_bits + 1``.
+    to :meth:`add` (default: insertion positions 0, 1, ...; ids must be unique and
+    non-negative, ``ValueError`` otherwise). Where an approximate index finds fewer than
+    ``k`` items, ids are ``-1`` and distances ``num_bits + 1``.
 
     Example::
 
@@ -108,9 +112,10 @@ class HashIndex:
                 f"{num_tables} * {self.options['bits_per_table']} > {self.num_bits}"
             )
         self._quantizer = None
-        self._index = None if index_type == "ivf" else self._build(None)
-        self._ids = np.zeros(0, dtype=np.int64)
+        # faiss's IndexBinaryIDMap2 around the index: it maps positions to item ids.
+        self._index = None if index_type == "ivf" else faiss.IndexBinaryIDMap2(self._build(None))
         self._labels: np.ndarray | None = None
+        self._id_cache: tuple[np.ndarray, np.ndarray] | None = None  # (ids, argsort of ids)
 
     # ------------------------------------------------------------------ construction
 
@@ -174,20 +179,20 @@ class HashIndex:
         packed = self._check_packed(packed, "packed codes")
         if self.index_type != "ivf":
             return self
-        if self._index is not None and self._index.is_trained:
+        if self._index is not None:
             raise RuntimeError("this IVF index is already trained")
-        if self._index is None:
-            self._index = self._build(len(packed))
-        nlist = self._index.nlist
-        if len(packed) < nlist:
-            raise ValueError(f"IVF training needs at least nlist={nlist} codes, got {len(packed)}")
-        self._index.train(packed)
+        ivf = self._build(len(packed))
+        if len(packed) < ivf.nlist:
+            raise ValueError(f"IVF training needs at least nlist={ivf.nlist} codes, got {len(packed)}")
+        ivf.train(packed)
+        self._index = faiss.IndexBinaryIDMap2(ivf)
         return self
 
     def add(self, codes: Any, ids: Any = None, labels: Any = None) -> HashIndex:
         """Add unpacked 0/1 codes ``(N, num_bits)`` with optional item ids and labels.
 
-        ``ids``: int64 item ids (default: positions continuing from ``len(self)``).
+        ``ids``: unique non-negative int64 item ids (default: positions continuing from
+        ``len(self)``); an id given twice, or already in the index, is a ``ValueError``.
         ``labels``: one integer label per item; give labels with every call or never.
         """
         return self.add_packed(self._pack(codes, "codes"), ids=ids, labels=labels)
@@ -207,13 +212,33 @@ class HashIndex:
                 raise ValueError("labels were not given for the items already in the index")
         elif self._labels is not None:
             raise ValueError("this index stores labels: pass labels= for the new items too")
-        if self.index_type == "ivf" and (self._index is None or not self._index.is_trained):
+        self._check_new_ids(ids)
+        if self.index_type == "ivf" and self._index is None:
             self.train_packed(packed)  # documented: train on the first codes added
-        self._index.add(packed)
-        self._ids = np.concatenate([self._ids, ids])
+        self._index.add_with_ids(packed, np.ascontiguousarray(ids))
+        self._id_cache = None
         if labels is not None:
             self._labels = labels if self._labels is None else np.concatenate([self._labels, labels])
         return self
+
+    def _check_new_ids(self, ids: np.ndarray) -> None:
+        if len(ids) and ids.min() < 0:
+            raise ValueError(f"ids must be non-negative (-1 marks a missing result), got {int(ids.min())}")
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            dup = uniq[counts > 1]
+            raise ValueError(
+                f"duplicate ids in this add: {dup[:5].tolist()}{' ...' if len(dup) > 5 else ''} "
+                f"({len(dup)} ids given more than once); item ids must be unique"
+            )
+        if len(self):
+            taken = uniq[np.isin(uniq, self.ids)]
+            if len(taken):
+                raise ValueError(
+                    f"ids already in the index: {taken[:5].tolist()}{' ...' if len(taken) > 5 else ''} "
+                    f"({len(taken)} ids); item ids must be unique (pass new ids, or ids=None for "
+                    "positions continuing from len(index))"
+                )
 
     @staticmethod
     def _check_column(values: Any, n: int, name: str) -> np.ndarray:
@@ -239,10 +264,8 @@ class HashIndex:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if self._index is None or len(self) == 0:
             raise RuntimeError("the index is empty: add codes before searching")
-        dist, pos = self._index.search(packed, int(k))
-        missing = pos < 0
-        ids = self._ids[np.where(missing, 0, pos)]
-        ids[missing] = -1
+        dist, ids = self._index.search(packed, int(k))  # the id map returns item ids, -1 if missing
+        missing = ids < 0
         dist = dist.astype(np.int32, copy=False)
         dist[missing] = self.num_bits + 1
         return dist, ids
@@ -269,13 +292,14 @@ class HashIndex:
         if self._index is None or len(self) == 0:
             return [(np.zeros(0, np.int32), np.zeros(0, np.int64)) for _ in range(len(packed))]
         # faiss keeps distances strictly below its radius: +1 makes ours inclusive.
-        lims, dist, pos = self._index.range_search(packed, int(radius) + 1)
+        lims, dist, found = self._index.range_search(packed, int(radius) + 1)
+        pos = self._positions(np.asarray(found, dtype=np.int64))  # insertion order, for ties
         out = []
         for i in range(len(packed)):
             d = np.asarray(dist[lims[i] : lims[i + 1]]).astype(np.int32)
-            p = np.asarray(pos[lims[i] : lims[i + 1]]).astype(np.int64)
+            p, ids = pos[lims[i] : lims[i + 1]], np.asarray(found[lims[i] : lims[i + 1]], dtype=np.int64)
             order = np.lexsort((p, d))
-            out.append((d[order], self._ids[p[order]]))
+            out.append((d[order], ids[order]))
         return out
 
     # ------------------------------------------------------------------ metadata
@@ -285,8 +309,28 @@ class HashIndex:
 
     @property
     def ids(self) -> np.ndarray:
-        """Item ids in insertion order."""
-        return self._ids
+        """Item ids in insertion order (read from faiss's id map)."""
+        return self._id_lookup()[0]
+
+    def _id_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._id_cache is None:
+            ids = (
+                np.zeros(0, np.int64)
+                if self._index is None
+                else faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            )
+            self._id_cache = (ids, np.argsort(ids, kind="stable"))
+        return self._id_cache
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """Insertion positions of item ``ids`` (any shape); ``-1`` for ``-1``; ``KeyError`` for unknown ids."""
+        all_ids, order = self._id_lookup()
+        sorted_ids = all_ids[order]
+        where = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
+        found = (sorted_ids[where] == ids) if len(sorted_ids) else np.zeros(ids.shape, bool)
+        if not found[ids >= 0].all():
+            raise KeyError(f"unknown item id {ids[(ids >= 0) & ~found].ravel()[0]}")
+        return np.where(ids < 0, -1, order[where] if len(order) else -1)
 
     @property
     def labels(self) -> np.ndarray | None:
@@ -298,26 +342,20 @@ class HashIndex:
         if self._labels is None:
             raise ValueError("this index stores no labels; pass labels= to add()")
         ids = np.asarray(to_numpy(ids, "ids"), dtype=np.int64)
-        order = np.argsort(self._ids, kind="stable")
-        sorted_ids = self._ids[order]
-        where = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
-        found = (sorted_ids[where] == ids) if len(sorted_ids) else np.zeros(ids.shape, bool)
-        if not found[ids >= 0].all():
-            raise KeyError(f"unknown item id {ids[(ids >= 0) & ~found].ravel()[0]}")
-        out = self._labels[order[where]]
-        return np.where(ids < 0, -1, out)
+        pos = self._positions(ids)
+        return np.where(pos < 0, -1, self._labels[np.maximum(pos, 0)] if len(self._labels) else -1)
 
     def memory_bytes(self) -> int:
-        """Bytes of the serialised faiss index plus ids and labels (what a save writes)."""
+        """Bytes of the serialised faiss index (with its id map) plus labels (what a save writes)."""
         index_bytes = 0 if self._index is None else len(faiss.serialize_index_binary(self._index))
-        return index_bytes + self._ids.nbytes + (0 if self._labels is None else self._labels.nbytes)
+        return index_bytes + (0 if self._labels is None else self._labels.nbytes)
 
     def __repr__(self) -> str:
         return f"HashIndex(num_bits={self.num_bits}, index_type={self.index_type!r}, size={len(self)})"
 
     def _apply_search_options(self) -> None:
         # Search-time settings are not all stored in faiss files: set them again after loading.
-        o, index = self.options, self._index
+        o, index = self.options, faiss.downcast_IndexBinary(self._index.index)
         if self.index_type == "flat":
             index.use_heap = False
         elif self.index_type == "hnsw":
@@ -334,10 +372,12 @@ class HashIndex:
         return path.with_name(path.name + ".meta.npz")
 
     def save(self, path: str | Path) -> Path:
-        """Write the faiss index to ``path`` and the metadata to ``<path>.meta.npz``.
+        """Write the faiss index (an ``IndexBinaryIDMap2``: codes and ids) to ``path`` and the
+        metadata to ``<path>.meta.npz``.
 
-        The sidecar holds a JSON config (bits, index type, options, format version),
-        the item ids and the labels. Returns ``path``.
+        The sidecar holds a JSON config (bits, index type, options, format version) and the
+        labels. Returns ``path``. (Format 1, read by :meth:`load` too, kept the ids in the
+        sidecar beside a bare faiss index.)
         """
         if self._index is None:
             raise RuntimeError("nothing to save: the IVF index has not been trained or filled")
@@ -355,31 +395,102 @@ class HashIndex:
             np.savez(
                 f,
                 config=np.array(json.dumps(config)),
-                ids=self._ids,
                 labels=self._labels if self._labels is not None else np.zeros(0, np.int64),
             )
         return path
 
+    @staticmethod
+    def _read_meta(meta_path: Path) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray]:
+        """``(config, ids or None, labels)`` from a sidecar; errors name the file and the problem."""
+        if meta_path.stat().st_size == 0:
+            raise ValueError(f"HashIndex metadata {meta_path} is empty; save the index again")
+        try:
+            with np.load(meta_path, allow_pickle=False) as meta:
+                config = json.loads(str(meta["config"]))
+                ids = meta["ids"].astype(np.int64) if "ids" in meta.files else None
+                labels = meta["labels"].astype(np.int64)
+        except KeyError as err:
+            raise ValueError(f"HashIndex metadata {meta_path} lacks {err}; save the index again") from err
+        except Exception as err:  # zipfile / npy / JSON errors of a truncated or foreign file
+            raise ValueError(
+                f"cannot read HashIndex metadata {meta_path} (truncated or not written by HashIndex.save: "
+                f"{type(err).__name__}: {err}); save the index again"
+            ) from err
+        if not isinstance(config, dict) or config.get("format_version") not in _READABLE_VERSIONS:
+            version = config.get("format_version") if isinstance(config, dict) else None
+            raise ValueError(
+                f"{meta_path}: unsupported HashIndex format version {version!r} "
+                f"(this version reads {list(_READABLE_VERSIONS)})"
+            )
+        missing = [key for key in ("num_bits", "index_type", "options", "has_labels") if key not in config]
+        if missing or (config["format_version"] == 1 and ids is None):
+            raise ValueError(
+                f"HashIndex metadata {meta_path} lacks {missing or ['ids']}; save the index again"
+            )
+        return config, ids, labels
+
+    @staticmethod
+    def _read_faiss(path: Path):
+        if path.stat().st_size == 0:
+            raise ValueError(
+                f"HashIndex file {path} is empty (an interrupted save?); build and save it again"
+            )
+        try:
+            return faiss.read_index_binary(str(path))
+        except RuntimeError as err:
+            reason = str(err).strip().splitlines()[-1]
+            reason = reason.split("Error: ", 1)[-1]
+            raise ValueError(
+                f"cannot read the faiss index {path}: truncated or not a faiss binary index ({reason}); "
+                "build and save it again"
+            ) from err
+
     @classmethod
     def load(cls, path: str | Path) -> HashIndex:
-        """Read an index written by :meth:`save` (the faiss file and its ``.meta.npz`` sidecar)."""
+        """Read an index written by :meth:`save` (the faiss file and its ``.meta.npz`` sidecar).
+
+        Missing files are a ``FileNotFoundError``; empty, truncated or mismatched files a
+        ``ValueError`` naming the file and what is wrong.
+        """
         path = Path(path)
         meta_path = cls._meta_path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no index file at {path}")
         if not meta_path.is_file():
             raise FileNotFoundError(f"missing metadata sidecar {meta_path} (written by HashIndex.save)")
-        with np.load(meta_path, allow_pickle=False) as meta:
-            config = json.loads(str(meta["config"]))
-            ids, labels = meta["ids"].astype(np.int64), meta["labels"].astype(np.int64)
-        if config.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"unsupported HashIndex format version {config.get('format_version')!r}")
+        config, ids, labels = cls._read_meta(meta_path)
         obj = cls(config["num_bits"], config["index_type"], **config["options"])
-        index = faiss.read_index_binary(str(path))
-        if index.d != obj.num_bits or index.ntotal != len(ids):
-            raise ValueError(f"{path} does not match its metadata ({index.d} bits, {index.ntotal} items)")
+        index = cls._read_faiss(path)
+        if config["format_version"] == 1:  # a bare index; the ids come from the sidecar
+            if isinstance(index, faiss.IndexBinaryIDMap2) or index.ntotal != len(ids):
+                raise ValueError(f"{path} does not match its metadata {meta_path} ({index.ntotal} items)")
+            index = _wrap_filled(index, ids)
+        elif not isinstance(index, faiss.IndexBinaryIDMap2):
+            raise ValueError(
+                f"{path} holds a {type(index).__name__}, not the IndexBinaryIDMap2 HashIndex saves"
+            )
+        if index.d != obj.num_bits:
+            raise ValueError(
+                f"{path} holds {index.d}-bit codes but its metadata {meta_path} says {obj.num_bits}"
+            )
+        if config["has_labels"] and len(labels) != index.ntotal:
+            raise ValueError(f"{path} holds {index.ntotal} items but {meta_path} has {len(labels)} labels")
         obj._index = index
         obj._apply_search_options()
-        obj._ids = ids
         obj._labels = labels if config["has_labels"] else None
+        obj._id_cache = None
         return obj
+
+
+def _wrap_filled(index, ids: np.ndarray):
+    """An ``IndexBinaryIDMap2`` over an already filled index (faiss's constructor wants it empty)."""
+    n = index.ntotal
+    index.ntotal = 0
+    try:
+        wrapped = faiss.IndexBinaryIDMap2(index)  # keeps a Python reference to ``index``
+    finally:
+        index.ntotal = n
+    wrapped.ntotal = n
+    faiss.copy_array_to_vector(np.ascontiguousarray(ids, dtype=np.int64), wrapped.id_map)
+    wrapped.construct_rev_map()
+    return wrapped

@@ -1,8 +1,26 @@
 """Retrieval metrics over a ranked database: mAP, P@k, HP@k curve, mAHP@k.
 
+**One API** for :func:`mean_average_precision`, :func:`precision_at_k`, :func:`hp_at_k`,
+:func:`mahp_at_k` and :func:`evaluate_codes`: four positional arguments
+``(query_codes, db_codes, query_labels, db_labels)``, everything else keyword-only, and
+each name means the same everywhere:
+
+- ``query_codes`` / ``db_codes``: the model's codes, one row per item, unpacked (numpy or
+  torch, any float dtype incl. bfloat16). For the Hamming ranking they must lie in ``[0, 1]``
+  (0/1 bits, or sigmoid codes, binarised as ``code > 0.5``; raw logits and L2-normalised
+  codes are refused, see :func:`pml_shrewd.retrieval.codes.check_code_range`); for the
+  ``"l1"`` / ``"l2"`` rankings they are compared as they are.
+- ``query_labels`` / ``db_labels``: one integer label per item.
+- ``k``: the rank cut-off, default :data:`DEFAULT_K` (250, the paper's mAHP@250) in every
+  function; clipped to the database size. :func:`mean_average_precision` alone defaults to
+  ``k=None``, the whole ranking (the paper's mAP).
+- ``semantic_distance``: a provider or class-by-class matrix (below); required by the HP
+  metrics, optional in :func:`evaluate_codes`.
+- ``distance``: ``"hamming"`` (default), ``"l1"`` or ``"l2"``; ``ref_includes_query`` (below).
+
 The database is ranked for every query by the distance between codes:
 
-- ``distance="hamming"``: 0/1 codes (one row per item, unpacked), Hamming distance;
+- ``distance="hamming"``: Hamming distance between the bits ``code > 0.5``;
 - ``distance="l1"`` / ``"l2"``: continuous codes, Manhattan / Euclidean distance.
 
 **Ties** are broken by database index (a stable sort): among items at the same
@@ -61,9 +79,10 @@ import faiss
 import numpy as np
 import torch
 
-from .codes import binarize, check_binary, to_numpy
+from .codes import _packbits, binarize, check_binary, check_code_range, to_numpy
 
 __all__ = [
+    "DEFAULT_K",
     "mean_average_precision",
     "precision_at_k",
     "hp_at_k",
@@ -73,6 +92,8 @@ __all__ = [
 ]
 
 DISTANCES = ("hamming", "l1", "l2")
+#: The one default rank cut-off ``k`` of every metric function (the paper's mAHP@250).
+DEFAULT_K = 250
 # Rough number of (query, database) entries per chunk: bounds memory (~4-8 bytes each).
 _CHUNK_ENTRIES = 1 << 24
 
@@ -85,9 +106,9 @@ def _prepare_codes(codes: Any, name: str, distance: str) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (num_items, num_bits) array, got shape {arr.shape}")
     if distance == "hamming":
-        check_binary(arr, name)
+        check_code_range(arr, name)
         # Packing pads the last byte with zeros in every code, which adds no distance.
-        return np.ascontiguousarray(np.packbits(arr.astype(np.uint8, copy=False), axis=1))
+        return _packbits(binarize(arr))
     if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     arr = arr.astype(np.float32, copy=False)
@@ -378,6 +399,38 @@ def _rank_queries(
     return {"ap": out_ap, "ap_k": out_apk, "p_k": out_p, "hp": hp_main, "hp_extra": out_hp, "hp_k": hp_k}
 
 
+def _hamming_knn(
+    q: np.ndarray, db: np.ndarray, k: int, exclude_self: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` of packed codes by Hamming distance, ties by database index.
+
+    ``exclude_self``: query ``i`` is database item ``i`` and is left out of its own list.
+    Returns ``(distances int32, indices int64)``, each ``(len(q), k)``; ``k`` must not exceed
+    the database size (minus one with ``exclude_self``).
+    """
+    nq, n = q.shape[0], db.shape[0]
+    max_d = db.shape[1] * 8 + 1
+    key_dtype = np.int32 if (max_d + 1) * n < 2**31 else np.int64
+    idx = np.arange(n, dtype=key_dtype)
+    out_d = np.empty((nq, k), dtype=np.int32)
+    out_i = np.empty((nq, k), dtype=np.int64)
+    step = max(1, _CHUNK_ENTRIES // max(n, 1))
+    for start in range(0, nq, step):
+        stop = min(nq, start + step)
+        d = _distances(q[start:stop], db, "hamming", None)
+        if exclude_self:
+            rows = np.arange(stop - start)
+            d[rows, rows + start] = max_d
+        keys = d.astype(key_dtype, copy=False)
+        keys *= n
+        keys += idx
+        top = np.partition(keys, k - 1, axis=1)[:, :k] if k < n else keys
+        top = np.sort(top, axis=1)[:, :k]
+        out_d[start:stop] = top // n
+        out_i[start:stop] = top % n
+    return out_d, out_i
+
+
 def _ahp(hp_rows: np.ndarray) -> np.ndarray:
     """Per-query area under HP@1..k by the trapezoid rule with ``dx = 1/k`` (Barz & Denzler)."""
     trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 calls it trapz
@@ -392,22 +445,21 @@ def mean_average_precision(
     db_codes: Any,
     query_labels: Any,
     db_labels: Any,
+    *,
     k: int | None = None,
     distance: str = "hamming",
-    *,
     ref_includes_query: bool = False,
 ) -> float:
     """mAP of ranking the database by code distance (Arponen & Bishop, 2020, section 4).
 
-    ``k=None``: AP over the whole ranking; ``k``: AP@k (divided by the relevant items
-    found in the top k). Relevant = same label; ties broken by database index; a query
+    ``k=None`` (default): AP over the whole ranking; ``k``: AP@k (divided by the relevant
+    items found in the top k). Relevant = same label; ties broken by database index; a query
     whose class is absent from the database scores 0 (see the module docstring).
 
     Example::
 
-        qb, db = binarize(query_z), binarize(db_z)
-        m = mean_average_precision(qb, db, query_labels, db_labels)
-        m1000 = mean_average_precision(qb, db, query_labels, db_labels, k=1000)
+        m = mean_average_precision(query_z, db_z, query_labels, db_labels)  # Hamming of z > 0.5
+        m250 = mean_average_precision(query_z, db_z, query_labels, db_labels, k=250)
     """
     res = _rank_queries(
         query_codes,
@@ -428,16 +480,16 @@ def precision_at_k(
     db_codes: Any,
     query_labels: Any,
     db_labels: Any,
-    k: int,
-    distance: str = "hamming",
     *,
+    k: int = DEFAULT_K,
+    distance: str = "hamming",
     ref_includes_query: bool = False,
 ) -> float:
     """Mean fraction of same-label items among the top ``k`` of the ranking (ties by index).
 
     Example::
 
-        p = precision_at_k(binarize(query_z), binarize(db_z), query_labels, db_labels, k=100)
+        p = precision_at_k(query_z, db_z, query_labels, db_labels, k=100)
         p_cont = precision_at_k(query_z, db_z, query_labels, db_labels, k=100, distance="l1")
         print(p, p_cont)
     """
@@ -458,10 +510,10 @@ def hp_at_k(
     db_codes: Any,
     query_labels: Any,
     db_labels: Any,
-    semantic_distance: Any,
-    k: int = 250,
-    distance: str = "hamming",
     *,
+    semantic_distance: Any,
+    k: int = DEFAULT_K,
+    distance: str = "hamming",
     ref_includes_query: bool = False,
 ) -> np.ndarray:
     """The mean hierarchical-precision curve ``[HP@1, ..., HP@k]`` over queries (Barz & Denzler, 2019).
@@ -473,7 +525,7 @@ def hp_at_k(
     Example::
 
         provider = HierarchyDistance.from_file("cifar100.parent-child.txt", classes)
-        curve = hp_at_k(binarize(qz), binarize(dbz), ql, dl, provider, k=250)
+        curve = hp_at_k(qz, dbz, ql, dl, semantic_distance=provider, k=250)
         plot_hp_curves({"SHREWD 64 bit": curve}, "hp.png")
     """
     res = _rank_queries(
@@ -494,18 +546,18 @@ def mahp_at_k(
     db_codes: Any,
     query_labels: Any,
     db_labels: Any,
-    semantic_distance: Any,
-    k: int = 250,
-    distance: str = "hamming",
     *,
+    semantic_distance: Any,
+    k: int = DEFAULT_K,
+    distance: str = "hamming",
     ref_includes_query: bool = False,
 ) -> float:
     """mAHP@k: mean over queries of ``trapz(HP@1..HP@k, dx=1/k)`` (Barz & Denzler; the paper's mAHP@250).
 
     Example::
 
-        score = mahp_at_k(binarize(qz), binarize(dbz), ql, dl, class_distance_matrix, k=250)
-        score_cont = mahp_at_k(qz, dbz, ql, dl, class_distance_matrix, k=250, distance="l1")
+        score = mahp_at_k(qz, dbz, ql, dl, semantic_distance=class_distance_matrix, k=250)
+        score_cont = mahp_at_k(qz, dbz, ql, dl, semantic_distance=class_distance_matrix, distance="l1")
         print(score, score_cont)
     """
     res = _rank_queries(
@@ -542,46 +594,51 @@ def evaluate_codes(
     db_codes: Any,
     query_labels: Any,
     db_labels: Any,
-    semantic_distance: Any = None,
-    k: int = 250,
-    threshold: float = 0.5,
     *,
+    semantic_distance: Any = None,
+    k: int = DEFAULT_K,
+    threshold: float = 0.5,
     continuous_distance: str = "l1",
     ref_includes_query: bool = False,
     return_curves: bool = False,
     extra_semantic_distances: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate continuous codes both binarised (Hamming ranking) and as they are (L1 ranking).
+    """Evaluate codes in ``[0, 1]`` both binarised (Hamming ranking) and as they are (L1 ranking).
 
-    Takes CONTINUOUS codes in ``[0, 1]`` (e.g. sigmoid outputs), binarises them with
-    ``threshold`` and returns, for the Hamming ranking of the binary codes:
-    ``"mAP"`` (whole ranking), ``f"mAP@{k}"``, ``f"P@{k}"`` and, given a
-    ``semantic_distance``, ``f"mAHP@{k}"``; the same keys with the suffix
-    ``"_continuous"`` for the ``continuous_distance`` ranking of the continuous codes
-    (L1 by default: it becomes Hamming once binary), so the binarisation drop is visible.
-    Also ``"bit_balance"`` (:func:`bit_balance` of the binary database codes) and
-    ``"quantization_error"`` (mean ``|z - b|`` over database codes; 0 = already binary).
-    ``return_curves=True`` adds ``"hp_curve"`` / ``"hp_curve_continuous"`` (lists).
-    ``extra_semantic_distances`` (name -> provider or matrix) scores the same two rankings
-    with other hierarchies too, as ``f"mAHP@{k} [{name}]"`` and ``f"mAHP@{k}_continuous [{name}]"``,
-    without ranking the database again.
+    ``query_codes`` / ``db_codes``: the model's codes in ``[0, 1]`` (e.g. sigmoid outputs; raw
+    logits, ``[-1, 1]`` codes and L2-normalised codes are refused on either side with a
+    ``ValueError`` that says what to do). They are binarised as ``code > threshold`` for the
+    Hamming ranking and ranked as they are by ``continuous_distance`` (L1 by default: it becomes
+    Hamming once binary), so the binarisation drop is visible.
+
+    The keys are fixed; ``k`` is reported separately:
+
+    - ``"k"``: the int used, ``min(k, database size)`` (one less with ``ref_includes_query``);
+    - Hamming ranking of the binary codes: ``"mAP"`` (whole ranking), ``"mAP@k"``, ``"P@k"``
+      and, given a ``semantic_distance``, ``"mAHP@k"``;
+    - the same keys with the suffix ``"_continuous"`` for the ``continuous_distance`` ranking;
+    - ``"bit_balance"`` (:func:`bit_balance` of the binary database codes) and
+      ``"quantization_error"`` (mean ``|z - b|`` over database codes; 0 = already binary);
+    - ``return_curves=True``: ``"hp_curve"`` / ``"hp_curve_continuous"`` (lists of length k);
+    - ``extra_semantic_distances`` (name -> provider or matrix) scores the same two rankings
+      with other hierarchies too, as ``"mAHP@k [name]"`` and ``"mAHP@k_continuous [name]"``,
+      without ranking the database again.
 
     Example::
 
         metrics = evaluate_codes(test_z, train_z, test_y, train_y, semantic_distance=provider)
-        print(metrics["mAP"], metrics["mAHP@250"], metrics["mAHP@250_continuous"])
+        print(metrics["k"], metrics["mAP"], metrics["mAHP@k"], metrics["mAHP@k_continuous"])
         print(metrics["bit_balance"])
     """
     k = _check_k(k)
     qz = to_numpy(query_codes, "query_codes")
     dz = to_numpy(db_codes, "db_codes")
-    if np.issubdtype(dz.dtype, np.floating) and dz.size and (np.nanmin(dz) < 0 or np.nanmax(dz) > 1):
-        raise ValueError(
-            "evaluate_codes expects continuous codes in [0, 1] (e.g. sigmoid outputs); "
-            "map [-1, 1] codes with (z + 1) / 2 first"
-        )
+    check_code_range(qz, "query_codes")
+    check_code_range(dz, "db_codes")
+    n_eff = (dz.shape[0] if dz.ndim else 0) - int(ref_includes_query)
+    k = min(k, n_eff) if n_eff > 0 else k  # an empty database is refused by _rank_queries
     qb, db = binarize(qz, threshold), binarize(dz, threshold)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"k": k}
     hp = k if semantic_distance is not None else None
     for suffix, qc, dc, dist in (("", qb, db, "hamming"), ("_continuous", qz, dz, continuous_distance)):
         res = _rank_queries(
@@ -599,14 +656,14 @@ def evaluate_codes(
             ref_includes_query=ref_includes_query,
         )
         out[f"mAP{suffix}"] = float(res["ap"].mean())
-        out[f"mAP@{k}{suffix}"] = float(next(iter(res["ap_k"].values())).mean())
-        out[f"P@{k}{suffix}"] = float(res["p_k"][k].mean())
+        out[f"mAP@k{suffix}"] = float(next(iter(res["ap_k"].values())).mean())
+        out[f"P@k{suffix}"] = float(res["p_k"][k].mean())
         if hp is not None:
-            out[f"mAHP@{k}{suffix}"] = float(_ahp(res["hp"]).mean())
+            out[f"mAHP@k{suffix}"] = float(_ahp(res["hp"]).mean())
             if return_curves:
                 out[f"hp_curve{suffix}"] = res["hp"].mean(axis=0).tolist()
             for name, rows in res["hp_extra"].items():
-                out[f"mAHP@{k}{suffix} [{name}]"] = float(_ahp(rows).mean())
+                out[f"mAHP@k{suffix} [{name}]"] = float(_ahp(rows).mean())
     out["bit_balance"] = bit_balance(db)
     out["quantization_error"] = float(np.abs(dz.astype(np.float64) - db).mean()) if dz.size else math.nan
     return out
