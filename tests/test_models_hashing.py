@@ -221,8 +221,9 @@ def test_pretrained_with_the_hub_unreachable_fails_fast_with_a_hint(empty_hub_ca
     from pml_shrewd.models.hashing_model import PretrainedWeightsUnavailable, hub_reachable
 
     # Online mode, but the hub does not answer (a closed local port): no minute of retries.
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                "http_proxy", "ALL_PROXY", "all_proxy"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(empty_hub_cache, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(empty_hub_cache, "ENDPOINT", "http://127.0.0.1:9")
     assert not hub_reachable(timeout=1.0)

@@ -144,9 +144,14 @@ def _create_pretrained(backbone: str, create_kwargs: dict[str, Any]) -> nn.Modul
     huggingface_hub retries an unreachable hub for about a minute before it gives up;
     with ``HF_HUB_OFFLINE`` set (or the hub not answering a 3 s connection probe) the
     download runs in offline mode, so weights already in the local cache still load and
-    missing ones raise :class:`PretrainedWeightsUnavailable` at once.
+    missing ones raise :class:`PretrainedWeightsUnavailable` at once. Behind a proxy
+    (``HTTPS_PROXY`` and the like) a direct probe says nothing, so none is made.
     """
-    offline = _hub_offline() or not hub_reachable()
+    behind_proxy = any(
+        os.environ.get(v)
+        for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    )
+    offline = _hub_offline() or (not behind_proxy and not hub_reachable())
     try:
         if offline:
             with _hub_offline_mode():
