@@ -255,12 +255,14 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     from .data import semantic_distance_for
     from .retrieval import evaluate_codes
+    from .semantic_distances import readable_names
     from .training import encode_dataset
 
     model, info, cfg, db, queries = _model_and_data(args)
-    provider = semantic_distance_for(
-        db, args.semantic or cfg.semantic, cfg.sentence_model, cfg.hierarchy_file
-    )
+    kind = args.semantic or cfg.semantic
+    provider = semantic_distance_for(db, kind, cfg.sentence_model, cfg.hierarchy_file)
+    captioned = getattr(db, "captions", None) is not None
+    class_names = [] if captioned else readable_names(db.classes)
     q_codes, q_labels, _ = encode_dataset(model, queries, args.batch_size)
     db_codes, db_labels, _ = encode_dataset(model, db, args.batch_size)
     # Fixed keys ("mAP", "mAHP@k", ...); "k" is the cut-off used (--k clipped to the database).
@@ -279,34 +281,38 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         query_labels=q_labels.numpy(),
         db_codes=db_codes.numpy(),
         db_labels=db_labels.numpy(),
-        classes=np.array(db.classes if getattr(db, "captions", None) is None else []),
+        classes=np.array([] if captioned else db.classes),
+        class_names=np.array(class_names),
         **curves,
     )
     print_metrics(
         metrics, f"evaluation of {args.model} ({len(q_codes)} queries, {len(db_codes)} database items)"
     )
+    print(f"semantic distance: {kind} ({provider!r}{_named_classes(db.classes, class_names)})")
     return metrics
+
+
+def _named_classes(classes: Sequence[str], names: Sequence[str], show: int = 5) -> str:
+    """``", classes: n01440764 (tench), cat, ..."``: ids with their readable names, the first few."""
+    if not names:
+        return ""
+    shown = [c if n == c else f"{c} ({n})" for c, n in zip(classes[:show], names[:show])]
+    return ", classes: " + ", ".join(shown) + (", ..." if len(classes) > show else "")
 
 
 # ---------------------------------------------------------------------- index / search
 def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
-    from .data import FolderImages, ImageFiles, build_datasets
+    from .data import build_dataset
     from .retrieval import HashIndex, binarize
+    from .semantic_distances import readable_names
     from .training import encode_dataset, load_trained_model
 
     model, info = load_trained_model(args.model)
     tf = model.transform(train=False)
-    data = os.fspath(args.data)
-    if os.path.isdir(data) and not any(
-        os.path.isdir(os.path.join(data, s)) for s in ("train", "test", "val")
-    ):
-        has_class_dirs = any(e.is_dir() for e in os.scandir(data))
-        dataset = FolderImages(data, tf) if has_class_dirs else ImageFiles.from_folder(data, tf)
-    else:
-        train, test = build_datasets(args.dataset or "auto", data, tf, tf)
-        dataset = train if args.split == "train" else test
+    # Same layout detection as training: a folder without train/ and test/ is indexed whole.
+    dataset = build_dataset(args.dataset or "auto", args.data, tf, split=args.split)
     codes, labels, kept = encode_dataset(model, dataset, args.batch_size)
     index = HashIndex(model.num_bits)
     index.add(binarize(codes.numpy(), 0.5), ids=np.arange(len(kept)), labels=labels.numpy())
@@ -321,6 +327,9 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
         "label_names": [(captions or dataset.classes)[int(y)] for y in labels.tolist()],
         "skipped": len(dataset) - len(kept),
         "captioned": captions is not None,
+        # Class ids (e.g. wnids) and their readable names (WordNet lemmas), by label id.
+        "classes": [] if captions is not None else list(dataset.classes),
+        "class_names": [] if captions is not None else readable_names(dataset.classes),
     }
     with open(os.path.join(args.out, "meta.json"), "w") as f:
         json.dump(meta, f)
@@ -361,6 +370,7 @@ def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
         print(f"skipped unreadable query image(s): {bad}", file=sys.stderr)
     names = list(args.queries) + [f"caption {c!r}" for c in args.caption or []]
     dist, ids = index.search(binarize(codes.numpy(), 0.5), min(args.k, len(meta["paths"])))
+    class_names = meta.get("class_names") or []  # absent in indexes written before names were kept
     results = []
     for qi, row_d, row_i in zip(kept, dist.tolist(), ids.tolist()):
         hits = [
@@ -369,6 +379,7 @@ def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
                 "hamming": int(d),
                 "id": int(i),
                 "label": meta["label_names"][i],
+                "name": class_names[meta["labels"][i]] if class_names else meta["label_names"][i],
                 "path": meta["paths"][i],
             }
             for r, (d, i) in enumerate(zip(row_d, row_i))
@@ -377,7 +388,8 @@ def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
         results.append(hits)
         print(f"query {names[qi]}" + (f" (via {queries[qi]})" if qi >= len(args.queries) else ""))
         for h in hits:
-            print(f"  {h['rank']:3d}  hamming {h['hamming']:3d}  {h['label']}  {h['path']}")
+            label = h["label"] if h["name"] == h["label"] else f"{h['label']} ({h['name']})"
+            print(f"  {h['rank']:3d}  hamming {h['hamming']:3d}  {label}  {h['path']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
@@ -388,7 +400,7 @@ def caption_anchors(texts: list[str], meta: dict[str, Any], info: dict[str, Any]
     """Image path of the indexed item whose caption is nearest to each text (cosine)."""
     from sentence_transformers import SentenceTransformer
 
-    from .data.factory import default_sentence_model
+    from .semantic_distances import default_sentence_model
 
     if not meta.get("captioned"):
         raise ValueError("search: --caption needs an index built from a captioned collection (CSV/JSONL)")

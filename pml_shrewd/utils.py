@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from pytorch_metric_learning.distances import BaseDistance
 
+from ._cache import cache_dir  # noqa: F401  (public here: pml_shrewd.utils.cache_dir)
+
 
 def check_embeddings(embeddings: torch.Tensor, name: str = "embeddings", min_rows: int = 1) -> None:
     """Raise a clear error unless ``embeddings`` is a finite 2-D float tensor with enough rows."""

@@ -265,6 +265,70 @@ def test_image_files_and_kind_inference(tmp_path):
     assert folder.wnids is None and folder.classes == ["cat", "dog"]
 
 
+# ----------------------------------------------------------------------------- one collection (index)
+
+
+def test_build_dataset_uses_the_same_layout_detection(tmp_path):
+    from pml_shrewd.data import build_dataset, folder_splits
+
+    split = write_folder(tmp_path / "split", classes=["cat", "dog"], per_class=(3, 2))
+    assert folder_splits(split) == (str(split / "train"), str(split / "test"))
+    train, test = build_datasets("auto", split)
+    assert build_dataset("auto", split).samples == [train.base.samples[i] for i in train.indices]
+    assert len(build_dataset("auto", split, split="test")) == len(test) == 4
+    classes = tmp_path / "classes"  # class folders without train/ and test/: indexed whole
+    classes.mkdir()
+    for name in ("cat", "dog"):
+        (split / "train" / name).rename(classes / name)
+    assert folder_splits(classes) is None
+    whole = build_dataset("auto", classes)
+    assert isinstance(whole, FolderImages) and len(whole) == 6 and whole.classes == ["cat", "dog"]
+    flat = tmp_path / "flat"  # plain images, no subfolders
+    flat.mkdir()
+    for i, path in enumerate(sorted((classes / "cat").iterdir())):
+        path.rename(flat / f"{i}.png")
+    photos = build_dataset("folder", flat)
+    assert isinstance(photos, ImageFiles) and len(photos) == 3
+    npz = build_dataset("auto", write_npz(tmp_path / "d.npz"), split="test")
+    assert len(npz) == 16 and npz.classes == NPZ_CLASSES
+    with pytest.raises(ValueError, match="split must be"):
+        build_dataset("auto", split, split="val")
+
+
+def test_cifar_download_root_honours_pml_shrewd_cache(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(
+        torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path)
+    )
+    write_cifar_pickles(tmp_path / "cache" / "data", "cifar10")
+    monkeypatch.setenv("PML_SHREWD_CACHE", str(tmp_path / "cache"))
+    train, test = build_datasets("cifar10", "cifar10")  # the bare name: the cache folder
+    assert len(train) == 6 and len(test) == 4
+
+
+# ----------------------------------------------------------------------------- a data set and a hierarchy file
+
+TREE = "root animal\nroot thing\nanimal fish\nanimal dog\nfish tench\nfish goldfish\ndog springer\ndog beagle\nthing church\nthing horn\n"  # fmt: skip
+
+
+def test_hierarchy_file_with_a_subset_of_its_classes(tmp_path):
+    tree = tmp_path / "tree.parent-child.txt"
+    tree.write_text(TREE)
+    data = write_folder(tmp_path / "data", classes=["tench", "springer", "church"], per_class=(2, 1))
+    train, _ = build_datasets("folder", data)
+    assert train.classes == ["church", "springer", "tench"]
+    provider = semantic_distance_for(train, "hierarchy", hierarchy_file=str(tree))
+    d = provider(torch.arange(3))
+    # springer and tench meet at animal (height 2 of 3); church meets both at the root.
+    # (Before, ids indexed the tree's sorted leaves: 1, 2 were church and goldfish, d = 1.)
+    assert d[1, 2].item() == pytest.approx(2 / 3) and d[0, 1] == d[0, 2] == 1
+    assert provider.names == train.classes
+    other = write_folder(tmp_path / "other", classes=["tench", "cat", "ship"], per_class=(2, 1))
+    with pytest.raises(ValueError, match=r"lacks 2 of the data set's 3 classes: 'cat', 'ship'"):
+        semantic_distance_for(build_datasets("folder", other)[0], "hierarchy", hierarchy_file=str(tree))
+
+
 def test_captions_refuse_empty_captions_naming_file_and_line(tmp_path):
     # An empty caption would train as an empty sentence (one shared target for every such image).
     csv_path = tmp_path / "c.csv"

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pml_shrewd.semantic_distances import HierarchyDistance, LabelDistance, MatrixDistance, PowerDistance
+from pml_shrewd.semantic_distances import (
+    HierarchyDistance,
+    LabelDistance,
+    MatrixDistance,
+    PowerDistance,
+    SemanticDistance,
+)
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -371,3 +380,238 @@ def test_power_distance_checks_ids_and_arguments():
             PowerDistance(LabelDistance(3), bad)
     with pytest.raises(TypeError, match="wraps a SemanticDistance"):
         PowerDistance(np.zeros((3, 3)), 0.5)
+
+
+# ----------------------------------------------------------------------------- values a provider returns
+
+
+def test_matrix_distance_names_a_similarity_matrix():
+    d = random_distance_matrix(np.random.default_rng(4), 4)
+    with pytest.raises(ValueError, match="similarity matrix .*1 - S.*from_similarity"):
+        MatrixDistance(1.0 - d)  # diagonal 1: similarities, not distances
+    torch.testing.assert_close(MatrixDistance.from_similarity(1.0 - d).matrix(), torch.from_numpy(d).float())
+    with pytest.raises(ValueError, match="1 on the diagonal"):
+        MatrixDistance.from_similarity(d)  # a distance matrix is not a similarity matrix
+    with pytest.raises(ValueError, match="symmetric"):
+        MatrixDistance.from_similarity([[1.0, 0.5], [0.2, 1.0]])
+    with pytest.raises(ValueError, match="symmetric"):
+        MatrixDistance([[0.0, 0.5, 0.1], [0.4, 0.0, 0.2], [0.1, 0.2, 0.0]])
+
+
+class Returns(SemanticDistance):  # a user's own provider
+    """Returns whatever ``fn(ids_a, ids_b)`` computes, as a user's provider might."""
+
+    def __init__(self, fn, num_ids=3):
+        self.fn, self.num_ids = fn, num_ids
+
+    def pairwise(self, ids_a, ids_b):
+        return self.fn(ids_a.float(), ids_b.float())
+
+
+def _scaled(a, b):  # a distance in [0, 2]: unnormalised
+    return (a[:, None] - b[None, :]).abs()
+
+
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (_scaled, r"outside \[0, 1\]: d\(0, 2\) = 2.0"),
+        (lambda a, b: -_scaled(a, b) / 2, r"outside \[0, 1\]"),
+        (lambda a, b: _scaled(a, b) / 0.0, "non-finite"),  # 0/0 = NaN on equal ids, inf elsewhere
+        (lambda a, b: 1.0 - _scaled(a, b) / 2, "equal ids.*similarity"),
+        (lambda a, b: (a[:, None] > b[None, :]).float(), "not symmetric"),
+        (lambda a, b: torch.zeros(len(a), len(b) + 1), "shape"),
+    ],
+)
+def test_provider_output_outside_the_protocol_is_refused(fn, match):
+    provider = Returns(fn)
+    with pytest.raises(ValueError, match=match):
+        provider(torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=match):  # PowerDistance checks its base's values too
+        PowerDistance(provider, 0.5)(torch.tensor([0, 1, 2]))
+
+
+def test_provider_output_rounding_is_clamped_and_good_output_passes():
+    tiny = Returns(
+        lambda a, b: (_scaled(a, b) / 2 * (1 + 1e-7)).clamp(min=0) - 1e-7 * (a[:, None] != b[None, :])
+    )
+    d = tiny(torch.tensor([0, 1, 2]))
+    assert d.min() >= 0 and d.max() <= 1 and d[0, 2] == pytest.approx(1.0)
+    ints = Returns(lambda a, b: (a[:, None] != b[None, :]).long())  # integer 0/1 output becomes float
+    assert ints(torch.tensor([0, 1])).dtype == torch.float32
+    assert Returns(_scaled).check_output and not HierarchyDistance(HAND_EDGES).check_output
+
+
+def test_ids_outside_a_providers_range_are_refused():
+    providers = [
+        LabelDistance(4),
+        MatrixDistance(random_distance_matrix(np.random.default_rng(5), 4)),
+        HierarchyDistance(HAND_EDGES),
+        PowerDistance(HierarchyDistance(HAND_EDGES), 0.5),
+        Returns(lambda a, b: _scaled(a, b) / 3, num_ids=4),
+    ]
+    for provider in providers:
+        for bad in ([0, 4], [-1, 0]):
+            with pytest.raises(IndexError, match=r"outside its range \[0, 3\]"):
+                provider(torch.tensor(bad))
+            with pytest.raises(IndexError, match="outside its range"):
+                provider(torch.tensor([0]), torch.tensor(bad))
+
+
+# ----------------------------------------------------------------------------- hierarchy files and a data set's classes
+
+SMALL_TREE = """# root -> animal (-> fish (tench, goldfish), dog (springer, beagle)), thing (church, horn)
+root animal
+root thing
+animal fish
+animal dog
+fish tench
+fish goldfish
+dog springer
+dog beagle
+thing church
+thing horn
+"""
+
+
+def test_hierarchy_file_maps_a_subset_of_classes_by_name(tmp_path):
+    from pml_shrewd.semantic_distances import build_semantic_distance
+
+    path = tmp_path / "tree.txt"
+    path.write_text(SMALL_TREE)
+    full = HierarchyDistance.from_file(path)  # the tree's own classes: its sorted leaves
+    classes = ["tench", "springer", "church"]  # a data set holding 3 of the 6 classes
+    provider = build_semantic_distance("hierarchy", classes=classes, hierarchy_file=path)
+    pos = [full.classes.index(c) for c in classes]
+    torch.testing.assert_close(provider.matrix(), full.matrix()[pos][:, pos])
+    assert provider(torch.tensor([0]), torch.tensor([1])).item() == pytest.approx(2 / 3)  # meet at animal
+    assert provider.names == classes and provider.classes == classes
+    with pytest.raises(ValueError, match=r"lacks 2 of the data set's 4 classes: 'cat', 'ship'"):
+        build_semantic_distance("hierarchy", classes=["tench", "cat", "horn", "ship"], hierarchy_file=path)
+    with pytest.raises(
+        ValueError, match=r"2 of 3 class nodes are not in the hierarchy: 'cat' \(id 1\), 'ship'"
+    ):
+        HierarchyDistance.from_file(path, ["tench", "cat", "ship"])
+
+
+def test_hierarchy_file_with_integer_ids(tmp_path):
+    from pml_shrewd.semantic_distances import build_semantic_distance
+
+    path = tmp_path / "barz.parent-child.txt"  # Barz & Denzler's format: ids 0..C-1 are the classes
+    path.write_text("5 0\n5 1\n6 5\n6 2\n7 6\n7 3\n")
+    names = ["apple", "pear", "cat", "car"]
+    provider = build_semantic_distance("hierarchy", classes=names, hierarchy_file=path)
+    assert provider.classes == ["0", "1", "2", "3"] and provider.names == names
+    torch.testing.assert_close(provider.matrix(), HierarchyDistance.from_file(path).matrix())
+    # Integer class names match nodes by name (an npz without names: classes "0", "1", ...).
+    by_id = build_semantic_distance("hierarchy", classes=["3", "0"], hierarchy_file=path)
+    assert by_id(torch.tensor([0]), torch.tensor([1])).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="lacks 2 of .*integer ids.*by position only"):
+        build_semantic_distance("hierarchy", classes=["apple", "pear"], hierarchy_file=path)
+
+
+ILSVRC_TREE = "/work/shared/data/hierarchies/ilsvrc_wordnet.parent-child.mintree.txt"
+IMAGENETTE = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916",
+              "n03417042", "n03425413", "n03445777", "n03888257"]  # fmt: skip
+
+
+@pytest.mark.skipif(not os.path.isfile(ILSVRC_TREE), reason="Barz & Denzler's ILSVRC tree not available")
+def test_ilsvrc_tree_with_a_ten_class_subset():
+    from pml_shrewd.semantic_distances import build_semantic_distance
+
+    provider = build_semantic_distance("hierarchy", classes=IMAGENETTE, hierarchy_file=ILSVRC_TREE)
+    assert provider.num_ids == 10 and provider.depth == 18
+    # tench (0) and English springer (1) meet at vertebrate (n01471682, height 10); before, id 1
+    # was the tree's second leaf (goldfish, n01443537): 0.056.
+    assert provider.lcs(0, 1) == "n01471682"
+    assert provider(torch.tensor([0]), torch.tensor([1])).item() == pytest.approx(10 / 18)
+    with pytest.raises(ValueError, match="lacks 1 of the data set's 11 classes: 'n99999999'"):
+        build_semantic_distance("hierarchy", classes=IMAGENETTE + ["n99999999"], hierarchy_file=ILSVRC_TREE)
+
+
+# ----------------------------------------------------------------------------- build_semantic_distance
+
+
+def test_build_semantic_distance_from_explicit_settings(tmp_path):
+    from pml_shrewd.semantic_distances import SEMANTIC_KINDS, build_semantic_distance
+
+    assert SEMANTIC_KINDS == ("hierarchy", "label", "sentence")
+    label = build_semantic_distance("label", classes=["a", "b", "c"])
+    assert isinstance(label, LabelDistance) and label.num_ids == 3
+    assert build_semantic_distance("label", captions=["x", "y"]).num_ids == 2
+    with pytest.raises(ValueError, match="kind must be one of"):
+        build_semantic_distance("wordnet", classes=["a"])
+    with pytest.raises(ValueError, match="needs classes= .* or captions="):
+        build_semantic_distance("label")
+    with pytest.raises(ValueError, match="captioned data has no class hierarchy"):
+        build_semantic_distance("hierarchy", captions=["a dog"])
+    with pytest.raises(TypeError, match="not one string"):
+        build_semantic_distance("label", classes="abc")
+    with pytest.raises(ValueError, match="empty"):
+        build_semantic_distance("label", classes=[])
+
+
+# ----------------------------------------------------------------------------- single definitions, layering
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pml_shrewd"
+
+
+def _sources():
+    return {p.relative_to(PACKAGE).as_posix(): p.read_text() for p in PACKAGE.rglob("*.py")}
+
+
+def _code_strings(text):
+    """String constants of a module's code (docstrings left out)."""
+    import ast
+
+    tree = ast.parse(text)
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+    ]
+
+
+def test_cache_folder_and_default_sentence_model_are_defined_once():
+    strings = {name: _code_strings(text) for name, text in _sources().items()}
+    cache = [
+        f
+        for f, ss in strings.items()
+        if any("PML_SHREWD_CACHE" in x or re.search(r"(^|/)\.cache(/|$)", x) for x in ss)
+    ]
+    assert cache == ["_cache.py"]
+    model = [f for f, ss in strings.items() if any("all-MiniLM-L6-v2" in x for x in ss)]
+    assert model == ["semantic_distances/sentence.py"]
+
+
+def test_cache_dir_honours_the_environment(monkeypatch, tmp_path):
+    from pml_shrewd.models.weights import default_cache_dir
+    from pml_shrewd.utils import cache_dir
+
+    monkeypatch.setenv("PML_SHREWD_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c" == default_cache_dir()
+    monkeypatch.delenv("PML_SHREWD_CACHE")
+    assert cache_dir() == Path.home() / ".cache" / "pml_shrewd"
+
+
+def test_semantic_distances_import_no_higher_layer():
+    import ast
+
+    for name, text in _sources().items():
+        if not name.startswith("semantic_distances/"):
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom):
+                target = "." * node.level + (node.module or "")
+                assert not any(target.startswith(f"..{up}") for up in ("data", "training", "losses",
+                        "retrieval", "models", "cli")), f"{name} imports {target}"  # fmt: skip
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("pml_shrewd.") for a in node.names), name

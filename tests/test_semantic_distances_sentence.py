@@ -151,3 +151,34 @@ def test_bad_ids():
         provider(torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(TypeError, match="integer"):
         provider(torch.tensor([0.0, 1.0]))
+
+
+# ----------------------------------------------------------------------------- built from settings
+
+
+def test_build_semantic_distance_sentence_prompts_and_default_model(monkeypatch):
+    import pml_shrewd.semantic_distances.sentence as sentence
+    from pml_shrewd.semantic_distances import (
+        DEFAULT_SENTENCE_MODEL,
+        build_semantic_distance,
+        default_sentence_model,
+        readable_names,
+    )
+
+    seen = {}
+
+    def fake_encode(captions, model, batch_size, device, show_progress_bar):
+        seen.update(texts=list(captions), model=model)
+        return torch.randn(len(captions), 8)
+
+    monkeypatch.setattr(sentence.SentenceEmbeddingDistance, "_encode", staticmethod(fake_encode))
+    classes = ["aquarium_fish", "n02084071"]
+    provider = build_semantic_distance("sentence", classes=classes)
+    dog = readable_names(["n02084071"])[0]  # "dog" with WordNet installed, else the wnid
+    assert seen["texts"] == ["a photo of a aquarium fish", f"a photo of a {dog}"]
+    assert seen["model"] == default_sentence_model() and provider.num_ids == 2
+    build_semantic_distance("sentence", captions=CAPTIONS, sentence_model="/models/mine")
+    assert seen == {"texts": CAPTIONS, "model": "/models/mine"}
+    SentenceEmbeddingDistance(CAPTIONS)  # the provider's own default is the same one
+    assert seen["model"] == default_sentence_model()
+    assert default_sentence_model() == DEFAULT_SENTENCE_MODEL or os.path.isdir(default_sentence_model())

@@ -40,11 +40,16 @@ def _run(code: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 
-# The fresh processes load wordnet.py by file (stdlib + nltk only) to skip importing torch.
+# The fresh processes import wordnet.py (stdlib + nltk + pml_shrewd._cache) under empty
+# stand-ins for its parent packages, to skip importing torch (checked).
+_PACKAGE = RESOURCES.parents[1]
 _LOAD_MODULE = (
-    "import importlib.util\n"
-    f"spec = importlib.util.spec_from_file_location('wnmod', {str(RESOURCES.parent / 'wordnet.py')!r})\n"
-    "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+    "import sys, types\n"
+    f"for name, path in (('pml_shrewd', {str(_PACKAGE)!r}), "
+    f"('pml_shrewd.semantic_distances', {str(RESOURCES.parent)!r})):\n"
+    "    pkg = types.ModuleType(name); pkg.__path__ = [path]; sys.modules[name] = pkg\n"
+    "import pml_shrewd.semantic_distances.wordnet as m\n"
+    "assert 'torch' not in sys.modules\n"
 )
 
 
@@ -278,3 +283,36 @@ def test_from_image_folder(wn, tmp_path):
         HierarchyDistance.from_image_folder(["cat", "cow"], mapping={"cat": "cat.n.01"})
     with pytest.raises(FileNotFoundError, match="no such directory"):
         HierarchyDistance.from_image_folder(tmp_path / "missing")
+
+
+# ----------------------------------------------------------------------------- readable names, CIFAR names by name
+
+
+def test_readable_names(wn):
+    from pml_shrewd.semantic_distances import readable_names
+
+    names = readable_names(["n02102040", "n01440764", "dog.n.01", "aquarium_fish", "n99999999"])
+    assert names == ["English springer", "tench", "dog", "aquarium_fish", "n99999999"]
+
+
+def test_readable_names_without_wordnet_keep_the_ids(monkeypatch):
+    import pml_shrewd.semantic_distances.wordnet as wordnet_module
+
+    def missing():
+        raise WordNetNotFoundError("not installed")
+
+    monkeypatch.setattr(wordnet_module, "load_wordnet", missing)
+    assert wordnet_module.readable_names(["n02102040", "cat"]) == ["n02102040", "cat"]
+
+
+def test_cifar_class_names_map_to_wordnet_by_name(wn):
+    from pml_shrewd.semantic_distances import build_semantic_distance
+
+    cifar10 = HierarchyDistance.cifar10()
+    same = build_semantic_distance("hierarchy", classes=cifar10.names)
+    assert same.classes == cifar10.classes and torch.equal(same.matrix(), cifar10.matrix())
+    # Another order (a folder listing, a re-indexed data set): matched by name, not by position.
+    order = [3, 0, 9, 5, 1, 2, 4, 6, 7, 8]
+    shuffled = build_semantic_distance("hierarchy", classes=[cifar10.names[i] for i in order])
+    assert torch.equal(shuffled.matrix(), cifar10.matrix()[order][:, order])
+    assert shuffled.names == [cifar10.names[i] for i in order]

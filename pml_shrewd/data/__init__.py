@@ -3,7 +3,15 @@
 from .base import BadSample, ImageSamples, SampleView, collate_skipping, load_rgb, split_indices
 from .captions import CaptionedImages
 from .cifar import TorchvisionCIFAR
-from .factory import CIFAR10_CLASSES, DATASET_KINDS, build_datasets, infer_dataset_kind, semantic_distance_for
+from .factory import (
+    CIFAR10_CLASSES,
+    DATASET_KINDS,
+    build_dataset,
+    build_datasets,
+    folder_splits,
+    infer_dataset_kind,
+    semantic_distance_for,
+)
 from .folder import FolderImages, ImageFiles
 from .npz import NpzImages
 from .sampling import class_balanced_order
@@ -23,7 +31,9 @@ __all__ = [
     "class_balanced_order",
     "CIFAR10_CLASSES",
     "DATASET_KINDS",
+    "build_dataset",
     "build_datasets",
+    "folder_splits",
     "infer_dataset_kind",
     "semantic_distance_for",
 ]

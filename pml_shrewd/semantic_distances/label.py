@@ -25,6 +25,8 @@ class LabelDistance(SemanticDistance):
         d = provider(torch.tensor([3, 3, 7]))  # [[0, 0, 1], [0, 0, 1], [1, 1, 0]]
     """
 
+    check_output = False  # in [0, 1] by construction
+
     def __init__(self, num_classes: int):
         try:
             n = operator.index(num_classes)  # ints and numpy ints, not floats

@@ -21,6 +21,8 @@ class _CachedMatrixDistance(SemanticDistance):
     (one copy per device), so a training loop pays the transfer once.
     """
 
+    check_output = False  # in [0, 1] by construction
+
     def _set_matrix(self, matrix: torch.Tensor) -> None:
         self._matrix = matrix.detach().to("cpu", torch.float32).contiguous()
         self.num_ids = int(self._matrix.shape[0])
@@ -44,17 +46,18 @@ class _CachedMatrixDistance(SemanticDistance):
         return self._on(torch.device(device or "cpu")).clone()
 
 
+def _as_float64(matrix: torch.Tensor | np.ndarray | Sequence) -> torch.Tensor:
+    if isinstance(matrix, torch.Tensor):
+        return matrix.detach().to("cpu", torch.float64)
+    try:
+        return torch.as_tensor(np.asarray(matrix, dtype=np.float64))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"MatrixDistance needs a numeric square matrix, could not convert: {err}") from err
+
+
 def _as_matrix(matrix: torch.Tensor | np.ndarray | Sequence, atol: float) -> torch.Tensor:
     """Validate a distance matrix and return it as float64 (exact symmetry, zero diagonal)."""
-    if isinstance(matrix, torch.Tensor):
-        m = matrix.detach().to("cpu", torch.float64)
-    else:
-        try:
-            m = torch.as_tensor(np.asarray(matrix, dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"MatrixDistance needs a numeric square matrix, could not convert: {err}"
-            ) from err
+    m = _as_float64(matrix)
     if m.dim() != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"MatrixDistance needs a square 2-D matrix, got shape {tuple(m.shape)}")
     if m.shape[0] == 0:
@@ -73,6 +76,11 @@ def _as_matrix(matrix: torch.Tensor | np.ndarray | Sequence, atol: float) -> tor
     diag = m.diagonal().abs()
     if (diag > atol).any():
         i = int(diag.argmax())
+        if m.shape[0] > 1 and bool(((m.diagonal() - 1).abs() <= atol).all()):
+            raise ValueError(
+                "MatrixDistance got a similarity matrix (its diagonal is 1): distances are 0 on the "
+                "diagonal; pass 1 - S, or use MatrixDistance.from_similarity(S)"
+            )
         raise ValueError(
             f"MatrixDistance needs a zero diagonal (d(y, y) = 0), got {m[i, i].item()} at [{i}, {i}]"
         )
@@ -107,6 +115,30 @@ class MatrixDistance(_CachedMatrixDistance):
 
     def __init__(self, matrix: torch.Tensor | np.ndarray | Sequence, *, atol: float = 1e-6):
         self._set_matrix(_as_matrix(matrix, atol))
+
+    @classmethod
+    def from_similarity(
+        cls, similarity: torch.Tensor | np.ndarray | Sequence, *, atol: float = 1e-6
+    ) -> MatrixDistance:
+        """Distances ``1 - S`` from a class-by-class similarity matrix ``S``.
+
+        ``S`` must lie in ``[0, 1]`` with 1 on the diagonal (each class is fully
+        similar to itself) and be symmetric; anything else raises ``ValueError``.
+
+        Example::
+
+            provider = MatrixDistance.from_similarity([[1.0, 0.8], [0.8, 1.0]])  # d(0, 1) = 0.2
+        """
+        s = _as_float64(similarity)
+        if s.dim() == 2 and s.shape[0] == s.shape[1] and s.shape[0] > 0:
+            diag = (s.diagonal() - 1).abs()
+            if torch.isfinite(diag).all() and (diag > atol).any():
+                i = int(diag.argmax())
+                raise ValueError(
+                    f"MatrixDistance.from_similarity needs 1 on the diagonal (s(y, y) = 1), "
+                    f"got {s[i, i].item()} at [{i}, {i}]"
+                )
+        return cls(1.0 - s, atol=atol)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, *, atol: float = 1e-6) -> MatrixDistance:

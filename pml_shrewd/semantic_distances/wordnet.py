@@ -10,8 +10,8 @@ Two sources work, tried in this order:
    that Debian does not ship. So the files are copied once into
    ``<cache>/nltk_data/corpora/wordnet/`` with the standard ``lexnames`` table
    (``man 5 lexnames``, shipped in ``resources/``), and ``<cache>/nltk_data`` is
-   appended to ``nltk.data.path``. ``<cache>`` is ``$PML_SHREWD_CACHE`` or
-   ``~/.cache/pml_shrewd``.
+   appended to ``nltk.data.path``. ``<cache>`` is :func:`pml_shrewd.utils.cache_dir`
+   (``$PML_SHREWD_CACHE`` or ``~/.cache/pml_shrewd``).
 
 Example::
 
@@ -28,27 +28,33 @@ import shutil
 import tempfile
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_wordnet", "wordnet_synset", "synset_to_wnid", "is_wnid", "WordNetNotFoundError"]
+from .._cache import cache_dir
+
+__all__ = [
+    "load_wordnet",
+    "wordnet_synset",
+    "synset_to_wnid",
+    "is_wnid",
+    "readable_names",
+    "WordNetNotFoundError",
+]
 
 _RESOURCES = Path(__file__).resolve().parent / "resources"
 _DEBIAN_DIR = "/usr/share/wordnet"
 # Files nltk's WordNetCorpusReader may open (lexnames comes from our resources).
 _NEEDED = ("data.noun", "index.noun")
 _WNID = re.compile(r"^([nvasr])(\d{8})$")
+_SYNSET_NAME = re.compile(r"^.+\.[nvasr]\.\d\d$")
 _lock = threading.Lock()
 _loaded: Any = None
 
 
 class WordNetNotFoundError(LookupError):
     """WordNet is neither in nltk's data path nor installed from Debian's packages."""
-
-
-def cache_dir() -> Path:
-    """Root of pml-shrewd's cache: ``$PML_SHREWD_CACHE`` or ``~/.cache/pml_shrewd``."""
-    return Path(os.environ.get("PML_SHREWD_CACHE", Path.home() / ".cache" / "pml_shrewd")).expanduser()
 
 
 def _debian_source() -> Path | None:
@@ -176,3 +182,32 @@ def wordnet_synset(name: Any) -> Any:
     if synset is None:
         raise error
     return synset
+
+
+def readable_names(classes: Sequence[Any]) -> list[str]:
+    """Names a person reads, for class ids that are WordNet ids or synset names.
+
+    A wnid (``n02102040``) or synset name (``english_springer.n.01``) becomes its
+    synset's first lemma with spaces (``'English springer'``); any other name is
+    kept as it is. Without WordNet installed, or for an id WordNet lacks, the id
+    itself is kept: these names are for display, never for lookups.
+
+    Example::
+
+        readable_names(["n01440764", "n02102040", "cat"])  # ['tench', 'English springer', 'cat']
+    """
+    out = [str(c) for c in classes]
+    wanted = [i for i, c in enumerate(out) if _WNID.match(c) or _SYNSET_NAME.match(c)]
+    if not wanted:
+        return out
+    try:
+        load_wordnet()
+    except WordNetNotFoundError:
+        return out
+    for i in wanted:
+        try:
+            synset = wordnet_synset(out[i])
+        except ValueError:
+            continue
+        out[i] = synset.lemma_names()[0].replace("_", " ")
+    return out
