@@ -29,10 +29,21 @@ class EmpiricalKLRegularizer(BaseRegularizer):
     *and* spreads them over the hash space (the KoLeo idea of Sablayrolles et al.).
     bfloat16 codes work on CPU too (:func:`distance_matrix`).
 
+    The codes must lie in the target's support ``[0, 1]^K`` (e.g. a sigmoid's output):
+    anything else (raw logits, tanh outputs) raises a ``ValueError``, since the estimate
+    against a ``[0, 1]`` target would be meaningless there (raw logits scored better than
+    uniform codes). The nearest-neighbour distances and their logs are computed in at least
+    float32 and floored at ``max(eps, torch.finfo(dtype).tiny)`` (6.1e-5 for float16, where
+    1e-8 rounds to 0), so duplicate codes give finite values and finite gradients in every
+    dtype; a non-finite result raises ``NonFiniteLossError`` (a ``FloatingPointError``)
+    instead of returning inf/NaN.
+    The computation has no in-place updates of views, so it works under ``torch.compile``.
+
     Args:
         alpha, beta: Beta target parameters (paper: 0.1, 0.1).
         num_target_samples: size ``m`` of the target sample; ``None`` uses the batch size.
-        eps: floor of nearest-neighbour distances, so duplicate codes give finite values.
+        eps: floor of nearest-neighbour distances, so duplicate codes give finite values
+            (raised to the smallest normal number of the codes' dtype where that is larger).
         target_pool_size: draw the target coordinates from a pool of this many exact
             Beta draws made once per device (each call still draws a fresh random sample,
             from the pool's empirical distribution); 2**20 draws make it indistinguishable
@@ -40,6 +51,8 @@ class EmpiricalKLRegularizer(BaseRegularizer):
             sampling. ``None`` samples Beta afresh on every call.
         full_estimate: add the estimator's constants, ``K * mean(...) + log(m / (n - 1))``,
             to report the KL estimate itself (gradients are ``K`` times larger).
+        range_tolerance: codes may lie this far outside ``[0, 1]`` (rounding) before a
+            ``ValueError``; ``None`` turns the range check off.
         **kwargs: PML arguments (``distance``: an ``LpDistance``, default Euclidean without
             normalisation;
             ``reducer``).
@@ -59,6 +72,7 @@ class EmpiricalKLRegularizer(BaseRegularizer):
         eps: float = 1e-8,
         full_estimate: bool = False,
         target_pool_size: int | None = 2**20,
+        range_tolerance: float | None = 1e-3,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,6 +93,9 @@ class EmpiricalKLRegularizer(BaseRegularizer):
         if target_pool_size is not None and target_pool_size < 1:
             raise ValueError(f"target_pool_size must be >= 1 or None, got {target_pool_size}")
         self.target_pool_size = target_pool_size
+        if range_tolerance is not None and not range_tolerance >= 0:
+            raise ValueError(f"range_tolerance must be >= 0 or None, got {range_tolerance}")
+        self.range_tolerance = range_tolerance
         self._target_pools: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self.add_to_recordable_attributes(list_of_names=["alpha", "beta"], is_stat=False)
 
@@ -89,14 +106,29 @@ class EmpiricalKLRegularizer(BaseRegularizer):
             raise ValueError(
                 f"{type(self).__name__} needs at least two embeddings (a nearest other code), got {n}"
             )
+        self.check_range(embeddings)
         target = self.sample_target(self.num_target_samples or n, dim, embeddings)
         nearest_target, nearest_other = self.nearest_neighbours(embeddings, target)
-        nu_target = self.exact_distance(embeddings, target[nearest_target])
-        nu_batch = self.exact_distance(embeddings, embeddings[nearest_other])
-        losses = torch.log(nu_target.clamp(min=self.eps)) - torch.log(nu_batch.clamp(min=self.eps))
+        # Distances and logs in at least float32 (float16 sums of squares lose the small
+        # distances); the floor is representable in the codes' dtype, so is the gradient
+        # of the log (at most 1 / floor) once cast back.
+        work = embeddings if embeddings.dtype in (torch.float32, torch.float64) else embeddings.float()
+        nu_target = self.exact_distance(work, target[nearest_target].to(work.dtype))
+        nu_batch = self.exact_distance(work, work[nearest_other])
+        floor = self.distance_floor(embeddings.dtype)
+        losses = torch.log(nu_target.clamp(min=floor)) - torch.log(nu_batch.clamp(min=floor))
         if self.full_estimate:
             m = len(target)
             losses = dim * losses + math.log(m / (n - 1))
+        if not torch.isfinite(losses).all():
+            from ..losses.semantic_distance_loss import NonFiniteLossError  # here: no import cycle
+
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: the nearest-neighbour log-distances log nu(z; u) - log nu(z; z) "
+                f"are not finite ({int((~torch.isfinite(losses)).sum())} of {n} codes): the distances "
+                f"overflowed {work.dtype}; pass codes in [0, 1] (e.g. torch.sigmoid(logits))"
+            )
+        losses = losses.to(embeddings.dtype)
         return {
             "loss": {
                 "losses": losses,
@@ -118,8 +150,28 @@ class EmpiricalKLRegularizer(BaseRegularizer):
         with torch.no_grad():
             mat = distance_matrix(self.distance, embeddings, torch.cat([target, embeddings]))
             to_target, to_batch = mat[:, : len(target)], mat[:, len(target) :]
-            to_batch.fill_diagonal_(float("inf"))
+            # Out of place: torch.compile cannot functionalise an in-place fill of a slice.
+            self_pairs = torch.eye(len(embeddings), dtype=torch.bool, device=mat.device)
+            to_batch = to_batch.masked_fill(self_pairs, float("inf"))
             return to_target.argmin(dim=1), to_batch.argmin(dim=1)
+
+    def check_range(self, embeddings: torch.Tensor) -> None:
+        """Raise a ``ValueError`` unless the codes lie in ``[0, 1]`` (up to ``range_tolerance``)."""
+        if self.range_tolerance is None:
+            return
+        lo, hi = (float(v) for v in torch.aminmax(embeddings.detach()))
+        if lo < -self.range_tolerance or hi > 1 + self.range_tolerance:
+            raise ValueError(
+                f"{type(self).__name__} compares the codes with a Beta({self.alpha:g}, {self.beta:g})^K "
+                f"target on [0, 1]^K, but the embeddings range over [{lo:.4g}, {hi:.4g}]: pass codes in "
+                f"[0, 1], e.g. torch.sigmoid(logits), not raw logits (tanh outputs: (1 + tanh(x)) / 2); "
+                f"range_tolerance={self.range_tolerance:g} allows rounding just outside, None turns the check off"
+            )
+
+    def distance_floor(self, dtype: torch.dtype) -> float:
+        """The floor of nearest-neighbour distances for codes of ``dtype``: ``eps``, raised to
+        the dtype's smallest normal number where that is larger (float16: 1e-8 rounds to 0)."""
+        return max(self.eps, torch.finfo(dtype).tiny)
 
     def exact_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Row-wise distances under ``self.distance``, differentiable."""
