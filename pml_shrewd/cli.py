@@ -220,7 +220,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from .training import Trainer
 
     config = config_from_args(args)
-    trainer = Trainer(config)
+    trainer = Trainer.from_config(config)
     metrics = trainer.fit(resume=args.resume)
     if trainer.accelerator.is_main_process:
         print_metrics(metrics, f"final metrics ({config.output_dir}/metrics.json)")
@@ -502,7 +502,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         hp_k=250,
     )
-    trainer = Trainer(config)
+    trainer = Trainer.from_config(config)
     print(
         f"demo: SHREWD ({args.backbone}{', ImageNet weights, frozen' if pretrained else ''}, {args.bits} bits, "
         f"{args.epochs} epochs) on the CIFAR-10 sample in {args.data} ({len(trainer.train_set):,} train / "

@@ -38,12 +38,12 @@ def test_pml_baseline_rejects_unknown_names():
 
 
 def test_training_cli_trains_a_pml_baseline(tmp_path):
-    trainer = Trainer(
+    trainer = Trainer.from_config(
         tiny_config(write_npz(tmp_path / "d.npz"), tmp_path / "run", variant="triplet", epochs=1)
     )
     assert trainer.accelerator.unwrap_model(trainer.model).classifier is None  # no SHRED classifier
     metrics = trainer.fit()
-    assert 0.0 <= metrics["mAHP@20"] <= 1.0
+    assert metrics["k"] == 20 and 0.0 <= metrics["mAHP@k"] <= 1.0
     assert json.loads((tmp_path / "run" / "train_config.json").read_text())["variant"] == "triplet"
 
 
@@ -52,4 +52,4 @@ def test_pml_baselines_need_class_labels(tmp_path):
     config = tiny_config(data, tmp_path / "run", dataset="captions", semantic="sentence", batch_size=4,
                          variant="contrastive", test_fraction=0.25, hp_k=10)  # fmt: skip
     with pytest.raises(ValueError, match="needs class labels"):
-        Trainer(config)
+        Trainer.from_config(config)

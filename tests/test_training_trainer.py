@@ -39,7 +39,8 @@ def run_recipe(name, data, dataset, out, *extra):
 
 
 def check_metrics(metrics, k=20):
-    for key in ("mAP", f"mAHP@{k}", "mAP_continuous", f"mAHP@{k}_continuous"):
+    assert metrics["k"] == k
+    for key in ("mAP", "mAHP@k", "mAP_continuous", "mAHP@k_continuous"):
         assert 0.0 <= metrics[key] <= 1.0, key
 
 
@@ -49,7 +50,8 @@ def test_recipe_cifar100_shred_on_npz(tmp_path):
     assert [r["epoch"] for r in log if "epoch" in r] == [1, 2] and "metrics" in log[0]
     assert metrics["steps"] == 2 * (48 // 16) and metrics["skipped_images"] == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["train"]["variant"] == "shred" and saved["model"]["num_classes"] == 4
+    # SHRED's classifier belongs to the loss (as PML's losses with parameters own them).
+    assert saved["train"]["variant"] == "shred" and len(saved["classes"]) == 4
     assert saved["train"]["gamma"] == 0.1 and saved["train"]["rho"] == 2.0  # the recipe's paper settings
 
 
@@ -79,7 +81,7 @@ def test_batches_without_two_readable_images_are_skipped_and_counted(tmp_path, c
         data, tmp_path / "run", dataset="captions", semantic="sentence", batch_size=4, epochs=1,
         batch_norm=True, test_fraction=0.25, hp_k=10,
     )  # fmt: skip
-    trainer = Trainer(config)
+    trainer = Trainer.from_config(config)
     order = trainer.epoch_indices(0)
     corrupt = order[:4] + order[4:7]
     for i in corrupt:
@@ -98,7 +100,7 @@ def test_batches_without_two_readable_images_are_skipped_and_counted(tmp_path, c
 
 
 def test_loss_decreases_on_a_fixed_batch(tmp_path):
-    trainer = Trainer(
+    trainer = Trainer.from_config(
         tiny_config(write_npz(tmp_path / "d.npz", n_train=64), tmp_path / "run", lr=3e-3, epochs=4)
     )
     batch = [trainer.train_set[i] for i in range(32)]
@@ -119,7 +121,7 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path):
 
 
 def test_freeze_backbone_trains_the_head_only(tmp_path):
-    trainer = Trainer(
+    trainer = Trainer.from_config(
         tiny_config(
             write_npz(tmp_path / "d.npz"), tmp_path / "run", freeze_backbone=True, epochs=1, batch_norm=True
         )
@@ -136,13 +138,13 @@ def test_freeze_backbone_trains_the_head_only(tmp_path):
 def test_resume_after_kill_gives_identical_weights(tmp_path):
     data = write_npz(tmp_path / "d.npz")
     kw = dict(checkpoint_every_steps=2, checkpoint_every=0, variant="shred")
-    full = Trainer(tiny_config(data, tmp_path / "full", **kw))
+    full = Trainer.from_config(tiny_config(data, tmp_path / "full", **kw))
     full.fit()
     # "Killed" after step 4 (mid-epoch 2, right after a checkpoint), then resumed from it.
-    killed = Trainer(tiny_config(data, tmp_path / "resumed", max_steps=4, **kw))
+    killed = Trainer.from_config(tiny_config(data, tmp_path / "resumed", max_steps=4, **kw))
     killed.fit()
     assert os.path.realpath(tmp_path / "resumed" / "checkpoints" / "last").endswith("step-00000004")
-    resumed = Trainer(tiny_config(data, tmp_path / "resumed", **kw))
+    resumed = Trainer.from_config(tiny_config(data, tmp_path / "resumed", **kw))
     resumed.fit(resume=True)
     assert resumed.step == full.step == 6
     a = full.accelerator.unwrap_model(full.model).state_dict()
@@ -177,29 +179,36 @@ def test_config_roundtrip_and_validation(tmp_path):
 @pytest.mark.parametrize("variant", ["shrewd", "shred", "sim"])
 def test_config_reaches_the_loss(variant):
     from pml_shrewd import HierarchyDistance
-    from pml_shrewd.models import HashingModel
-    from pml_shrewd.training import build_objective
+    from pml_shrewd.losses import build_objective
 
-    cfg = TrainConfig(variant=variant, gamma=0.3, rho=1.5, balance_levels=True)
-    model = HashingModel("test_resnet", num_bits=16, num_classes=10, pretrained=False)
-    loss_fn = build_objective(cfg, HierarchyDistance.cifar10(), model)
-    assert (loss_fn.gamma, loss_fn.rho, loss_fn.balance_levels) == (0.3, 1.5, True)
+    cfg = TrainConfig(variant=variant, gamma=0.3, rho=1.5, balance_levels=True, sim_error="absolute")
+    loss_fn = build_objective(
+        variant, HierarchyDistance.cifar10(), embedding_size=16, num_classes=10, **cfg.objective_settings()
+    )
+    assert (loss_fn.gamma, loss_fn.rho, loss_fn.balance_levels, loss_fn.error) == (0.3, 1.5, True, "absolute")
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).balance_levels is True
 
 
 @pytest.mark.parametrize("variant", ["shrewd", "shred", "sim"])
 def test_semantic_power_reshapes_the_training_distances_only(variant):
     from pml_shrewd import HierarchyDistance, PowerDistance
-    from pml_shrewd.models import HashingModel
-    from pml_shrewd.training import build_objective
+    from pml_shrewd.losses import build_objective
 
     tree = HierarchyDistance.cifar10()
-    model = HashingModel("test_resnet", num_bits=16, num_classes=10, pretrained=False)
-    loss_fn = build_objective(TrainConfig(variant=variant, semantic_power=0.5), tree, model)
+    kw = dict(embedding_size=16, num_classes=10)
+    loss_fn = build_objective(variant, tree, semantic_power=0.5, **kw)
     assert isinstance(loss_fn.semantic_distance, PowerDistance)
     torch.testing.assert_close(loss_fn.semantic_distance.matrix(), tree.matrix().sqrt())
     # The default trains on the provider itself.
-    assert build_objective(TrainConfig(variant=variant), tree, model).semantic_distance is tree
+    assert build_objective(variant, tree, **kw).semantic_distance is tree
+    # The deprecated config-based builder gives the same loss.
+    from pml_shrewd.models import HashingModel
+    from pml_shrewd.training import build_objective as old_builder
+
+    model = HashingModel("test_resnet", num_bits=16, num_classes=10, pretrained=False)
+    with pytest.warns(DeprecationWarning, match="losses.build_objective"):
+        old = old_builder(TrainConfig(variant=variant, semantic_power=0.5), tree, model)
+    torch.testing.assert_close(old.semantic_distance.matrix(), tree.matrix().sqrt())
     with pytest.raises(ValueError, match="semantic_power"):
         TrainConfig(semantic_power=0.0)
 
@@ -235,7 +244,7 @@ def test_class_balanced_order_rejects_bad_input_and_warns_on_small_classes():
 
 def test_trainer_class_balanced_batches_train_and_keep_steps(tmp_path):
     config = tiny_config(write_npz(tmp_path / "d.npz"), tmp_path / "run", samples_per_class=4, epochs=1)
-    trainer = Trainer(config)
+    trainer = Trainer.from_config(config)
     labels = np.asarray(trainer.train_set.targets)
     order = trainer.epoch_indices(0)
     assert len(order) == trainer.steps_per_epoch * config.batch_size
@@ -252,4 +261,4 @@ def test_class_balanced_batches_need_class_labels(tmp_path):
     config = tiny_config(data, tmp_path / "run", dataset="captions", semantic="sentence", batch_size=4,
                          samples_per_class=2, test_fraction=0.25, hp_k=10)  # fmt: skip
     with pytest.raises(ValueError, match="captioned data"):
-        Trainer(config)
+        Trainer.from_config(config)

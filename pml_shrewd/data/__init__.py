@@ -1,6 +1,15 @@
 """Data sets returning ``(image, label_id)`` and the factory that pairs them with providers."""
 
-from .base import BadSample, ImageSamples, SampleView, collate_skipping, load_rgb, split_indices
+from .base import (
+    BadSample,
+    ImageSamples,
+    SampleView,
+    collate_skipping,
+    database_subset,
+    load_rgb,
+    split_indices,
+    subsample,
+)
 from .captions import CaptionedImages
 from .cifar import TorchvisionCIFAR
 from .factory import (
@@ -12,9 +21,10 @@ from .factory import (
     infer_dataset_kind,
     semantic_distance_for,
 )
+from .features import FeatureSamples
 from .folder import FolderImages, ImageFiles
 from .npz import NpzImages
-from .sampling import class_balanced_order
+from .sampling import ClassBalancedEpochs, ShuffledEpochs, class_balanced_order
 
 __all__ = [
     "BadSample",
@@ -29,6 +39,11 @@ __all__ = [
     "ImageFiles",
     "NpzImages",
     "class_balanced_order",
+    "ClassBalancedEpochs",
+    "ShuffledEpochs",
+    "FeatureSamples",
+    "database_subset",
+    "subsample",
     "CIFAR10_CLASSES",
     "DATASET_KINDS",
     "build_dataset",

@@ -128,3 +128,32 @@ def collate_skipping(batch: list[tuple[Any, int]]) -> tuple[torch.Tensor, torch.
         return torch.empty(0), torch.empty(0, dtype=torch.long), bad
     images, labels = default_collate(good)
     return images, labels, bad
+
+
+def subsample(dataset: ImageSamples, max_samples: int | None, seed: int) -> ImageSamples:
+    """A seeded random subset of ``max_samples`` samples, in their original order (the one
+    subsampling rule of the library: ``max_train_samples``, ``max_test_samples``, ``max_db_samples``)."""
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    keep = np.sort(np.random.RandomState(seed).permutation(len(dataset))[:max_samples])
+    if isinstance(dataset, SampleView):
+        return SampleView(dataset.base, [dataset.indices[i] for i in keep], dataset.transform)
+    return SampleView(dataset, keep.tolist(), getattr(dataset, "transform", None))
+
+
+def database_subset(dataset: ImageSamples, max_samples: int | None, seed: int) -> ImageSamples:
+    """The evaluation database: ``max_samples`` of ``dataset`` drawn with seed ``seed + 2``
+    (train subsets use ``seed``, test subsets ``seed + 1``), as training and
+    ``pml-shrewd evaluate --max-db`` both do."""
+    return subsample(dataset, max_samples, seed + 2)
+
+
+def validation_split(n: int, fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """``(rest, validation)`` positions of a training split of ``n``: the first ``int(n * fraction)``
+    of a seeded permutation (``numpy.random.default_rng(seed)``) validate, the rest train. Tuning
+    on it never reads the test split."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(n * fraction)
+    return perm[n_val:].tolist(), perm[:n_val].tolist()

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import numpy as np
-
 from .._cache import cache_dir
 from ..semantic_distances import build_semantic_distance
-from .base import ImageSamples, SampleView, split_indices
+from .base import ImageSamples, SampleView, split_indices, subsample
 from .captions import CaptionedImages
 from .cifar import TorchvisionCIFAR
 from .folder import FolderImages, ImageFiles
@@ -32,13 +30,6 @@ def infer_dataset_kind(path: str) -> str:
     raise ValueError(
         f"cannot infer the data set layout of {path!r}: pass dataset= one of {DATASET_KINDS[1:]}"
     )
-
-
-def _subsample(view: SampleView, max_samples: int | None, seed: int) -> SampleView:
-    if max_samples is None or max_samples >= len(view):
-        return view
-    keep = np.sort(np.random.RandomState(seed).permutation(len(view))[:max_samples])
-    return SampleView(view.base, [view.indices[i] for i in keep], view.transform)
 
 
 def folder_splits(path: str | os.PathLike) -> tuple[str, str] | None:
@@ -152,8 +143,8 @@ def build_datasets(
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASET_KINDS}")
     train.transform, test.transform = train_transform, eval_transform
-    train = _subsample(train, max_train_samples, seed)
-    test = _subsample(test, max_test_samples, seed + 1)
+    train = subsample(train, max_train_samples, seed)
+    test = subsample(test, max_test_samples, seed + 1)
     if len(train) == 0 or len(test) == 0:
         raise ValueError(
             f"data set {path!r} gave {len(train)} train and {len(test)} test samples; need both > 0"

@@ -16,6 +16,9 @@ class HashHead(nn.Module):
     cross-entropy term trains (pass it to ``SHREDLoss(classifier=...)``).
     ``drop_rate`` is dropout on the input features during training (timm's name for
     the dropout before a head), a regulariser for heads trained on frozen features.
+    ``standardize=True`` holds per-feature mean and std buffers (set from training features
+    with :meth:`set_feature_statistics`) and standardises the input with them, so a head
+    trained on standardised cached features deploys on raw backbone features.
 
     Example::
 
@@ -32,6 +35,7 @@ class HashHead(nn.Module):
         num_classes: int = 0,
         batch_norm: bool = False,
         drop_rate: float = 0.0,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in (("in_features", in_features, 1), ("num_bits", num_bits, 1)):
@@ -44,6 +48,10 @@ class HashHead(nn.Module):
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"HashHead: drop_rate must be in [0, 1), got {drop_rate!r}")
         self.in_features, self.num_bits, self.num_classes = in_features, num_bits, num_classes
+        self.standardize = bool(standardize)
+        if self.standardize:
+            self.register_buffer("feature_mean", torch.zeros(in_features))
+            self.register_buffer("feature_std", torch.ones(in_features))
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         if hidden_dim is None:
             self.proj = nn.Linear(in_features, num_bits)
@@ -62,4 +70,18 @@ class HashHead(nn.Module):
             raise ValueError(
                 f"HashHead expects features of shape (N, {self.in_features}), got {tuple(features.shape)}"
             )
+        if self.standardize:
+            features = (features - self.feature_mean) / self.feature_std
         return torch.sigmoid(self.norm(self.proj(self.dropout(features))))
+
+    @torch.no_grad()
+    def set_feature_statistics(self, features: torch.Tensor, eps: float = 1e-6) -> None:
+        """Store the per-feature mean and ``std + eps`` of ``features`` (N, in_features) (float32,
+        computed as numpy does, so the standardised inputs are reproducible)."""
+        if not self.standardize:
+            raise ValueError("HashHead.set_feature_statistics needs standardize=True")
+        x = features.detach().cpu().numpy().astype("float32", copy=False)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"HashHead: features of shape (N, {self.in_features}) expected, got {x.shape}")
+        self.feature_mean.copy_(torch.from_numpy(x.mean(0)))
+        self.feature_std.copy_(torch.from_numpy(x.std(0) + eps))

@@ -212,6 +212,8 @@ class HashingModel(nn.Module):
         hidden_dim: optional hidden width of an MLP hash head.
         batch_norm: BatchNorm on the hash layer's pre-activations (see :class:`HashHead`).
         image_size: override the transforms' input size (square side).
+        standardize_features: the head standardises its input features with stored
+            statistics (:meth:`HashHead.set_feature_statistics`; heads trained on cached features).
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_rate``).
 
     Example::
@@ -232,6 +234,7 @@ class HashingModel(nn.Module):
         hidden_dim: int | None = None,
         batch_norm: bool = False,
         image_size: int | None = None,
+        standardize_features: bool = False,
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -282,6 +285,7 @@ class HashingModel(nn.Module):
             hidden_dim=hidden_dim,
             num_classes=num_classes,
             batch_norm=batch_norm,
+            standardize=standardize_features,
         )
         self.num_bits = num_bits
         self.num_classes = num_classes
@@ -297,6 +301,7 @@ class HashingModel(nn.Module):
             hidden_dim=hidden_dim,
             batch_norm=bool(batch_norm),
             image_size=image_size,
+            standardize_features=bool(standardize_features),
             **{k: v for k, v in timm_kwargs.items() if k != "pretrained_cfg_overlay"},
         )
 

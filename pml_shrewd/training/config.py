@@ -5,22 +5,40 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
-VARIANTS = ("shrewd", "shred", "sim", "cls", "kl_cls", "contrastive", "triplet", "multisimilarity")
+
+def _variant_table() -> dict:
+    # Imported when needed: reading a config (e.g. for ``--help``) must not import torch.
+    from ..losses.variants import VARIANTS as table
+
+    return table
+
+
+def __getattr__(name: str) -> Any:
+    if name == "VARIANTS":  # the keys of pml_shrewd.losses.VARIANTS (the one variant table)
+        return tuple(_variant_table())
+    raise AttributeError(name)
+
+
+# Fields holding file paths (made absolute when they exist; relative to a config file when found there).
+PATH_FIELDS = ("data_path", "hierarchy_file", "pretrained_file")
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs; defaults are the paper's settings.
+    """Everything a training run needs, as plain data; defaults are the paper's settings
+    where the paper gives one (gamma, rho, alpha, beta), else the library's.
 
-    Variants (Arponen & Bishop, arXiv 2005.04917, table 1):
-    ``shrewd`` L_sim + lambda_kl L_KL (weak supervision, no classes needed);
-    ``shred`` L_sim + lambda_kl L_KL + lambda_cls L_cls; ``sim`` L_sim alone;
-    ``cls`` L_cls alone; ``kl_cls`` lambda_kl L_KL + lambda_cls L_cls. Baselines on class
-    labels: ``contrastive``, ``triplet``, ``multisimilarity``
-    (:func:`~pml_shrewd.losses.pml_baseline_loss`: PML's losses and miners).
+    Variants are the keys of :data:`pml_shrewd.losses.VARIANTS` (Arponen & Bishop,
+    arXiv 2005.04917, table 1): ``shrewd`` L_sim + lambda_kl L_KL (weak supervision, no
+    classes needed); ``shred`` L_sim + lambda_kl L_KL + lambda_cls L_cls; ``sim`` L_sim
+    alone; ``cls`` L_cls alone; ``kl_cls`` lambda_kl L_KL + lambda_cls L_cls. Baselines on
+    class labels: ``contrastive``, ``triplet``, ``multisimilarity``
+    (:func:`~pml_shrewd.losses.pml_baseline_loss`: PML's losses and miners). The tuned
+    settings of the benchmarks are shipped as JSON files in ``recipes/configs/``.
 
     Example::
 
@@ -34,6 +52,9 @@ class TrainConfig:
     data_path: str = "examples/data/cifar10-sample"
     download: bool = False
     test_fraction: float = 0.2
+    # > 0: queries are this fraction of the training split (seeded) and the database and
+    # training data the rest; the test split is never read. Tune on it.
+    validation_fraction: float = 0.0
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     semantic: str = "hierarchy"  # hierarchy | label | sentence
@@ -49,25 +70,39 @@ class TrainConfig:
     hidden_dim: int | None = None
     batch_norm: bool = False
     freeze_backbone: bool = False  # train the hash head only, on fixed (e.g. pretrained) features
+    # With freeze_backbone: run the backbone once over both splits (eval transform, cached
+    # on disk), then train the head on the cached features (data.FeatureSamples).
+    cache_features: bool = False
+    # Standardise the head's input features (mean / std of the training features, stored
+    # in the head): the frozen-feature benchmark's setting.
+    standardize_features: bool = False
+    drop_rate: float = 0.0  # dropout on the head's input features during training
     # objective
     variant: str = "shrewd"
     # Weights relative to L_sim (a mean of small weighted errors): tuned on a CIFAR-100
     # validation split (BENCHMARKS.md); lambda_kl = 0.1 or more spread same-class codes apart.
     lambda_kl: float = 0.001
     lambda_cls: float = 0.01
-    gamma: float = 0.1
+    gamma: float = 0.1  # the paper's pair weight w = gamma^rho / (gamma + d)^rho
     rho: float = 2.0
+    sim_error: str = "squared"  # squared | absolute (SemanticDistanceLoss(error=...))
+    detach_tau_z: bool = False  # the code-distance scale carries gradient (exactly scale-free)
     # Equal total weight per semantic-distance level (SemanticDistanceLoss); the CPU
     # benchmark's validation split preferred it with rho = 0 (BENCHMARKS.md).
     balance_levels: bool = False
     # L_sim trains on d ** semantic_power (PowerDistance; evaluation keeps d): below 1 it
     # widens the gap between a class and its nearest classes (BENCHMARKS.md).
     semantic_power: float = 1.0
-    alpha: float = 0.1
+    alpha: float = 0.1  # L_KL's target Beta(alpha, beta)^K
     beta: float = 0.1
+    kl_p: int = 2  # L_KL's nearest neighbours in the p-norm
+    kl_samples: int | None = None  # target draws per call (None: the batch size)
+    kl_warmup: float = 0.0  # fraction of the run over which lambda_kl ramps up linearly from 0
+    memory_size: int = 0  # > 0: a cross-batch memory of this many past codes (losses.CrossBatchMemory)
     # optimisation
     epochs: int = 10
-    max_steps: int | None = None  # stop early after this many steps; the schedule still spans `epochs`
+    steps: int | None = None  # a step budget instead of epochs (the schedule spans it)
+    max_steps: int | None = None  # stop early after this many steps; the schedule still spans the run
     batch_size: int = 64  # global batch: split across processes
     # Class-balanced batches of batch_size / m classes x m images (data.class_balanced_order):
     # random batches of a many-class data set hold few same-class pairs for L_sim.
@@ -90,15 +125,22 @@ class TrainConfig:
     num_workers: int = 0
     hp_k: int = 250
     max_db_samples: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    print_epochs: bool = True  # one summary line per epoch on the console
 
     def __post_init__(self) -> None:
+        # Paths that exist are stored absolute, so a saved run works from any directory.
+        for name in PATH_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)) and os.path.exists(os.path.expanduser(value)):
+                setattr(self, name, os.path.abspath(os.path.expanduser(value)))
         self.validate()
 
     def validate(self) -> None:
         """Raise a ``ValueError`` naming the first bad field."""
-        if self.variant not in VARIANTS:
-            raise ValueError(f"TrainConfig.variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.variant not in _variant_table():
+            raise ValueError(
+                f"TrainConfig.variant must be one of {tuple(_variant_table())}, got {self.variant!r}"
+            )
         if self.semantic not in ("hierarchy", "label", "sentence"):
             raise ValueError(f"TrainConfig.semantic must be hierarchy|label|sentence, got {self.semantic!r}")
         if self.optimizer not in ("adamw", "adam", "sgd"):
@@ -114,7 +156,26 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
         if self.batch_size < 2:
             raise ValueError("TrainConfig.batch_size must be >= 2 (the losses compare pairs)")
-        for name in ("max_steps", "checkpoint_every_steps"):
+        if self.sim_error not in ("squared", "absolute"):
+            raise ValueError(f"TrainConfig.sim_error must be squared|absolute, got {self.sim_error!r}")
+        if self.cache_features and not self.freeze_backbone:
+            raise ValueError(
+                "TrainConfig.cache_features needs freeze_backbone=True (cached features are fixed)"
+            )
+        if self.standardize_features and not self.cache_features:
+            raise ValueError("TrainConfig.standardize_features needs cache_features=True")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"TrainConfig.validation_fraction must be in [0, 1), got {self.validation_fraction!r}"
+            )
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"TrainConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        if not 0.0 <= self.kl_warmup <= 1.0:
+            raise ValueError(f"TrainConfig.kl_warmup must be in [0, 1], got {self.kl_warmup!r}")
+        for name in ("memory_size", "warmup_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")
+        for name in ("steps", "max_steps", "checkpoint_every_steps", "kl_samples"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"TrainConfig.{name} must be None or a positive int, got {value!r}")
@@ -135,7 +196,15 @@ class TrainConfig:
 
     @property
     def uses_classifier(self) -> bool:
-        return self.variant in ("shred", "cls", "kl_cls")
+        return _variant_table()[self.variant].cls
+
+    def objective_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`pml_shrewd.losses.build_objective` held here."""
+        names = (
+            "lambda_kl", "lambda_cls", "gamma", "rho", "sim_error", "balance_levels", "detach_tau_z",
+            "semantic_power", "alpha", "beta", "kl_p", "kl_samples", "memory_size",
+        )  # fmt: skip
+        return {name: getattr(self, name) for name in names}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,6 +212,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        data = dict(data)
+        if "extra" in data:  # configs written before 0.2 carry an unused "extra" field
+            if data.pop("extra"):
+                warnings.warn("TrainConfig: the 'extra' field is gone and was never read", stacklevel=2)
         merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
         unknown = sorted(set(merged) - known)
         if unknown:
@@ -168,4 +241,14 @@ class TrainConfig:
                 data = json.load(f)
         if not isinstance(data, dict):
             raise ValueError(f"TrainConfig: {path!r} must hold a mapping of fields")
+        # Files named relative to the config (a shipped hierarchy) are found beside it.
+        folder = os.path.dirname(os.path.abspath(path))
+        for name in PATH_FIELDS:
+            value = data.get(name)
+            if (
+                isinstance(value, str)
+                and not os.path.isabs(value)
+                and os.path.exists(os.path.join(folder, value))
+            ):
+                data[name] = os.path.normpath(os.path.join(folder, value))
         return cls.from_dict(data, **overrides)

@@ -15,13 +15,15 @@ def encode_dataset(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     num_workers: int = 0,
+    allow_empty: bool = False,
     progress: bool = True,
     desc: str = "encoding",
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Continuous codes, labels and data-set indices of the readable samples of ``dataset``.
 
     Unreadable images are skipped; the returned ``kept`` indices say which samples
-    the rows belong to. ``progress`` shows a tqdm bar (images per second,
+    the rows belong to. ``allow_empty=True`` returns empty tensors instead of raising
+    when nothing is readable. ``progress`` shows a tqdm bar (images per second,
     on stderr; ``progress=False`` turns it off).
 
     Example::
@@ -49,5 +51,7 @@ def encode_dataset(
         bar.update(n)
     bar.close()
     if not codes:
+        if allow_empty:  # e.g. one process's empty shard; the caller gathers the others
+            return torch.empty(0, getattr(model, "num_bits", 0)), torch.empty(0, dtype=torch.long), kept
         raise ValueError("encode_dataset: no readable images in the data set")
     return torch.cat(codes), torch.cat(labels), kept

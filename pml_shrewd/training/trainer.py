@@ -1,4 +1,10 @@
-"""An accelerate-based trainer for SHREWD / SHRED hashing models."""
+"""An accelerate trainer for hashing models, built from objects (as PML's trainers are).
+
+``Trainer(model, loss_fn, train_set, test_set, config=...)`` trains whatever it is given:
+a :class:`~pml_shrewd.models.HashingModel` on images, or a :class:`~pml_shrewd.models.HashHead`
+on cached backbone features (:class:`~pml_shrewd.data.FeatureSamples`). ``Trainer.from_config``
+(:mod:`.builders`) is the builder the CLI and the benchmarks use.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,17 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import SampleView, build_datasets, class_balanced_order, collate_skipping, semantic_distance_for
-from ..losses import PML_BASELINES
-from ..models import HashingModel, create_hashing_model
+from ..data import SampleView, ShuffledEpochs, collate_skipping
+from ..models import HashingModel
 from .config import TrainConfig
+from .inference import encode_dataset
 
 CHECKPOINT_STATE = "trainer_state.json"
 
@@ -44,142 +51,111 @@ def gather_with_grad(accelerator, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def build_objective(config: TrainConfig, provider, model: HashingModel):
-    """The PML loss of ``config.variant`` (see :class:`TrainConfig`): SHREWD's family, or one
-    of PML's own losses on class labels for the baseline variants.
-
-    ``provider`` gives the semantic distances; with ``config.semantic_power != 1`` the loss
-    trains on their power (:class:`~pml_shrewd.semantic_distances.PowerDistance`).
-    """
-    from ..losses import SemanticDistanceLoss, SHREDLoss, pml_baseline_loss
-    from ..regularizers import EmpiricalKLRegularizer
-    from ..semantic_distances import PowerDistance
-
-    if config.variant in PML_BASELINES:
-        return pml_baseline_loss(config.variant)
-    if config.semantic_power != 1.0 and provider is not None:
-        provider = PowerDistance(provider, config.semantic_power)
-
-    # L_sim's settings, the same for both loss classes.
-    sim_kwargs = dict(gamma=config.gamma, rho=config.rho, balance_levels=config.balance_levels)
-    if config.uses_classifier:
-        return SHREDLoss(
-            provider if config.variant == "shred" else None,
-            num_classes=model.num_classes,
-            embedding_size=model.num_bits,
-            lambda_sim=1.0 if config.variant == "shred" else 0.0,
-            lambda_kl=0.0 if config.variant == "cls" else config.lambda_kl,
-            lambda_cls=config.lambda_cls,
-            classifier=model.classifier,
-            alpha=config.alpha,
-            beta=config.beta,
-            **sim_kwargs,
-        )
-    kwargs: dict[str, Any] = {}
-    if config.variant == "shrewd" and config.lambda_kl > 0:
-        kwargs = dict(
-            embedding_regularizer=EmpiricalKLRegularizer(alpha=config.alpha, beta=config.beta),
-            embedding_reg_weight=config.lambda_kl,
-        )
-    return SemanticDistanceLoss(provider, **sim_kwargs, **kwargs)
+def resolve_precision(mode: str) -> str:
+    """``"auto"``: bf16 (or fp16) on a GPU, full precision on the CPU."""
+    if mode != "auto":
+        return mode
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
 
 
 class Trainer:
-    """Train a :class:`HashingModel` with SHREWD / SHRED losses on CPU, one or many GPUs.
+    """Train a hashing model with any PML-style loss on CPU, one or many GPUs.
 
     Built on one ``accelerate.Accelerator``: the same code runs as ``python ...`` or
-    ``accelerate launch ...`` (multi-GPU / multi-node). The global batch
-    (``config.batch_size``) is split across processes and the codes are gathered
-    back (:func:`gather_with_grad`) so the losses see every pair. Data order is a
-    permutation seeded by ``(seed, epoch)``; checkpoints (model, optimizer,
-    scheduler, RNG states, epoch and step) are written to a temporary folder and
-    renamed, and ``checkpoints/last`` is swapped atomically, so resuming
-    (``fit(resume=True)``) continues exactly where the run stopped (bit-exact with
-    ``num_workers=0``; with workers, augmentation RNG is exact at epoch boundaries).
-    Writes ``log.jsonl`` (one line per epoch), ``metrics.json``, ``model.pt`` and
-    ``config.json`` to ``output_dir``.
+    ``accelerate launch ...``. The global batch (``config.batch_size``) is split across
+    processes and the codes are gathered back (:func:`gather_with_grad`) so the loss sees
+    every pair. ``sampler(epoch)`` gives the epoch's order of ``train_set`` (default
+    :class:`~pml_shrewd.data.ShuffledEpochs`: depends on ``(seed, epoch)`` only), cut into
+    global batches (the last partial batch dropped). Checkpoints (model, loss parameters,
+    optimizer, scheduler, RNG states, epoch and step) are written to a temporary folder and
+    renamed, and ``checkpoints/last`` is swapped atomically, so resuming (``fit(resume=True)``)
+    continues exactly where the run stopped (bit-exact with ``num_workers=0``).
 
-    Unreadable images are dropped from their batch and counted (``skipped_images``).
-    A global batch left with fewer than two readable images on some process (the
-    pairwise loss and BatchNorm need two) is skipped by every process together, the
-    decision taken on the all-gathered counts, and counted (``skipped_batches``,
-    ``skipped_batch_images``: readable images of skipped batches); its step still
-    advances the learning-rate schedule and the data position.
+    Args:
+        model: maps a batch of ``train_set`` inputs to codes in ``[0, 1]^K``.
+        loss_fn: called as ``loss_fn(codes, labels)`` (a PML loss, SHREWD's, a ``CrossBatchMemory``).
+        train_set / test_set: data sets of ``(input, label)``; the test set gives the queries.
+        config: the run's settings (steps, batch, optimiser, checkpoints, output folder).
+        sampler: ``sampler(epoch) -> indices`` (e.g. :class:`~pml_shrewd.data.ClassBalancedEpochs`).
+        evaluator: ``evaluator(trainer) -> metrics`` (default: none; ``from_config`` passes a
+            :class:`~pml_shrewd.training.RetrievalEvaluator`).
+        callbacks: objects with optional ``on_step_start(trainer)`` / ``on_epoch_end(trainer, record)``.
+        export_model: what :meth:`save_model` writes (default ``model``; the whole
+            ``HashingModel`` when ``model`` is its head on cached features).
+        optimizer / scheduler: built from ``config`` when not given.
+
+    Unreadable images are dropped from their batch and counted (``skipped_images``). A global
+    batch left with fewer than two readable images on some process is skipped by every
+    process together and counted (``skipped_batches``); its step still advances the schedule.
+    Writes ``log.jsonl`` (one line per epoch), ``metrics.json``, ``model.pt`` and ``config.json``.
 
     Example::
 
-        trainer = Trainer(TrainConfig(data_path="examples/data/cifar10-sample", epochs=5))
-        metrics = trainer.fit()          # {'mAP': ..., 'mAHP@250': ..., ...}
-        codes = trainer.encode(trainer.test_set)
+        trainer = Trainer.from_config(TrainConfig(data_path="examples/data/cifar10-sample", epochs=5))
+        metrics = trainer.fit()          # {'mAP': ..., 'mAHP@k': ..., 'k': 250, ...}
+        head_trainer = Trainer(head, build_objective("shrewd", tree, embedding_size=64),
+                               FeatureSamples(x, y, classes), test_features, config=cfg)
     """
 
-    def __init__(self, config: TrainConfig, accelerator=None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: torch.nn.Module,
+        train_set,
+        test_set=None,
+        *,
+        config: TrainConfig | None = None,
+        database_set=None,
+        sampler: Callable[[int], Sequence[int]] | None = None,
+        evaluator: Callable[[Trainer], dict[str, Any]] | None = None,
+        callbacks: Sequence[Any] = (),
+        export_model: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler=None,
+        accelerator=None,
+    ) -> None:
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
 
-        self.config = config
+        self.config = config = config if config is not None else TrainConfig()
         if accelerator is None:
             # The scheduler counts global steps: do not let accelerate step it once per process.
             accelerator = Accelerator(
-                mixed_precision=self._resolve_precision(config.mixed_precision),
-                step_scheduler_with_optimizer=False,
+                mixed_precision=resolve_precision(config.mixed_precision), step_scheduler_with_optimizer=False
             )
         self.accelerator = accelerator
-
-        def build_model(num_classes: int) -> HashingModel:
-            set_seed(config.seed)  # the same initialisation with or without a classifier
-            return HashingModel(
-                config.backbone,
-                num_bits=config.num_bits,
-                pretrained=config.pretrained,
-                pretrained_file=config.pretrained_file,
-                small_images=config.small_images,
-                image_size=config.image_size,
-                hidden_dim=config.hidden_dim,
-                batch_norm=config.batch_norm,
-                num_classes=num_classes,
-            )
-
-        model = build_model(0)  # the classifier waits for the data set's number of classes
-        self.train_set, self.test_set = build_datasets(
-            config.dataset,
-            config.data_path,
-            model.transform(train=True),
-            model.transform(train=False),
-            download=config.download,
-            test_fraction=config.test_fraction,
-            seed=config.seed,
-            max_train_samples=config.max_train_samples,
-            max_test_samples=config.max_test_samples,
-        )
-        captioned = getattr(self.train_set, "captions", None) is not None
-        if captioned and (config.uses_classifier or config.variant in PML_BASELINES):
-            raise ValueError(f"variant {config.variant!r} needs class labels; captioned data has none")
-        if config.uses_classifier:
-            model = build_model(self.train_set.num_labels)
-        if config.samples_per_class and captioned:
-            raise ValueError("samples_per_class needs class labels; captioned data has none")
-        self.semantic_distance = semantic_distance_for(
-            self.train_set, config.semantic, config.sentence_model, config.hierarchy_file
-        )
-        self.loss_fn = build_objective(config, self.semantic_distance, model)
-        if config.freeze_backbone:
-            model.backbone.requires_grad_(False)
+        self.train_set, self.test_set = train_set, test_set
+        self.database_set = database_set if database_set is not None else train_set
+        self.sampler = sampler or ShuffledEpochs(len(train_set), seed=config.seed)
+        self.evaluator, self.callbacks = evaluator, list(callbacks)
 
         world = accelerator.num_processes
         if config.batch_size % world:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} processes")
         self.local_batch_size = config.batch_size // world
-        self.steps_per_epoch = len(self.train_set) // config.batch_size
+        self.steps_per_epoch = len(train_set) // config.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"the training set has {len(self.train_set)} samples, fewer than one batch of {config.batch_size}"
+                f"the training set has {len(train_set)} samples, fewer than one batch of {config.batch_size}"
             )
-        self.total_steps = self.steps_per_epoch * config.epochs
+        if config.steps is not None:  # a step budget: as many epochs as it needs, the last one cut
+            self.total_steps = config.steps
+            self.num_epochs = math.ceil(config.steps / self.steps_per_epoch)
+        else:
+            self.total_steps = self.steps_per_epoch * config.epochs
+            self.num_epochs = config.epochs
 
-        optimizer = self._build_optimizer(model)
-        scheduler = self._build_scheduler(optimizer)
+        # The loss stays outside DDP (most losses have no parameters, which DDP refuses); its
+        # state (SHRED's classifier, a cross-batch memory) is checkpointed with the rest.
+        self.loss_fn = loss_fn.to(accelerator.device)
+        self._loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
+        if loss_fn.state_dict():
+            accelerator.register_for_checkpointing(loss_fn)
+        optimizer = optimizer or self._build_optimizer(model, loss_fn)
+        scheduler = scheduler or self._build_scheduler(optimizer)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        self.export_model = export_model
         self.epoch = 0  # completed epochs
         self.step = 0  # completed global steps
         self.bad_samples: set[str] = set()
@@ -188,19 +164,19 @@ class Trainer:
         self.output_dir = config.output_dir
         self.checkpoint_root = os.path.join(self.output_dir, "checkpoints")
 
-    # ------------------------------------------------------------------ setup
-    @staticmethod
-    def _resolve_precision(mode: str) -> str:
-        if mode != "auto":
-            return mode
-        if torch.cuda.is_available():
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "no"
+    @classmethod
+    def from_config(cls, config: TrainConfig, accelerator=None) -> Trainer:
+        """Model, data, semantic distances, loss, sampler and evaluator as ``config`` says
+        (:func:`~pml_shrewd.training.builders.build_run`)."""
+        from .builders import build_run
 
-    def _build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return cls(**build_run(config), config=config, accelerator=accelerator)
+
+    # ------------------------------------------------------------------ setup
+    def _build_optimizer(self, model: torch.nn.Module, loss_fn: torch.nn.Module) -> torch.optim.Optimizer:
         c = self.config
         params = [p for p in model.parameters() if p.requires_grad]
-        params += [p for p in self.loss_fn.parameters() if p.requires_grad]
+        params += [p for p in loss_fn.parameters() if p.requires_grad]
         if c.optimizer == "sgd":
             return torch.optim.SGD(
                 params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.momentum > 0
@@ -211,7 +187,17 @@ class Trainer:
 
     def _build_scheduler(self, optimizer):
         c, total = self.config, self.total_steps
-        warm = min(c.warmup_steps, total)
+        warm = c.warmup_steps
+        if warm > total // 10:
+            # A warm-up longer than a tenth of the run would leave no room for the decay
+            # (1,000 warm-up steps of a 12-step run ramp the whole run).
+            warnings.warn(
+                f"warmup_steps {warm} is over a tenth of the run's {total} steps; using {total // 10}",
+                stacklevel=3,
+            )
+            warm = total // 10
+        if c.scheduler == "cosine" and warm == 0:
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
 
         def factor(step: int) -> float:
             if step < warm:
@@ -226,17 +212,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def epoch_indices(self, epoch: int) -> list[int]:
-        """This process's sample indices for ``epoch``: a ``(seed, epoch)`` permutation (or, with
-        ``samples_per_class``, a class-balanced order of the same length), cut into global
+        """This process's sample indices for ``epoch``: ``sampler(epoch)`` cut into global
         batches (last partial batch dropped), each split across processes."""
-        c, n = self.config, len(self.train_set)
-        if c.samples_per_class:
-            perm = class_balanced_order(self.train_set.targets, c.samples_per_class, n, seed=[c.seed, epoch])
-        else:
-            perm = np.random.RandomState([c.seed, epoch]).permutation(n)
-        acc, b, lb = self.accelerator, c.batch_size, self.local_batch_size
+        perm = np.asarray(self.sampler(epoch))
+        acc, b, lb = self.accelerator, self.config.batch_size, self.local_batch_size
         mine: list[int] = []
-        for s in range(self.steps_per_epoch):
+        for s in range(min(self.steps_per_epoch, len(perm) // b)):
             start = s * b + acc.process_index * lb
             mine.extend(perm[start : start + lb].tolist())
         return mine
@@ -255,8 +236,8 @@ class Trainer:
             persistent_workers=False,
         )
 
-    def _note_bad(self, dataset, bad: torch.Tensor) -> None:
-        for i in bad.tolist():
+    def _note_bad(self, dataset, bad) -> None:
+        for i in bad.tolist() if torch.is_tensor(bad) else bad:
             self.bad_samples.add(dataset.sample_name(i))
 
     def _sync_bad_samples(self) -> None:
@@ -292,8 +273,12 @@ class Trainer:
         """One optimisation step on this process's part of a global batch."""
         acc = self.accelerator
         self.model.train()
-        if self.config.freeze_backbone:  # fixed features: BatchNorm statistics stay as loaded
-            acc.unwrap_model(self.model).backbone.eval()
+        model = acc.unwrap_model(self.model)
+        if self.config.freeze_backbone and hasattr(model, "backbone"):
+            model.backbone.eval()  # fixed features: BatchNorm statistics stay as loaded
+        for callback in self.callbacks:
+            if hasattr(callback, "on_step_start"):
+                callback.on_step_start(self)
         with acc.autocast():
             codes = self.model(images)
         # Losses in float32: pairwise distances and logs are fragile in half precision.
@@ -302,37 +287,59 @@ class Trainer:
         loss = self.loss_fn(all_codes, all_labels) * acc.num_processes
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
+        if acc.num_processes > 1:
+            # Every process computed the same global loss, so the loss's own parameters got the
+            # same gradient times num_processes (DDP averages only the model's).
+            for p in self._loss_params:
+                if p.grad is not None:
+                    p.grad.div_(acc.num_processes)
         if self.config.grad_clip:
-            acc.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            acc.clip_grad_norm_([*self.model.parameters(), *self._loss_params], self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         return loss.item() / acc.num_processes
 
+    def _resume(self) -> None:
+        last = os.path.join(self.checkpoint_root, "last")
+        if not os.path.isdir(last):
+            raise FileNotFoundError(
+                f"resume: no checkpoint at {last!r}; run without --resume to start fresh "
+                "(or --output-dir elsewhere)"
+            )
+        self.load_checkpoint(last)
+        if self.accelerator.is_main_process:
+            print(
+                f"resuming from {os.path.realpath(last)} at epoch {self.epoch} step {self.step}", flush=True
+            )
+
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train (resuming from ``checkpoints/last`` if asked and present); returns final metrics."""
+        """Train (resuming from ``checkpoints/last`` if asked: it must exist); returns final metrics."""
         from tqdm.auto import tqdm
 
         acc, c = self.accelerator, self.config
         if acc.is_main_process:
             os.makedirs(self.output_dir, exist_ok=True)
             c.save(os.path.join(self.output_dir, "train_config.json"))
-        if resume and os.path.isdir(os.path.join(self.checkpoint_root, "last")):
-            self.load_checkpoint(os.path.join(self.checkpoint_root, "last"))
-        stop = False
-        metrics: dict[str, Any] = {}
+        if resume:
+            self._resume()
+        stop = self.step >= self.total_steps
         start_time = time.time()
-        while self.epoch < c.epochs and not stop:
+        while self.epoch < self.num_epochs and not stop:
             epoch = self.epoch
             skip = self.step - epoch * self.steps_per_epoch  # batches already done (mid-epoch resume)
-            indices = self.epoch_indices(epoch)[skip * self.local_batch_size :]
+            todo = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch) - skip
+            indices = self.epoch_indices(epoch)[skip * self.local_batch_size :][
+                : todo * self.local_batch_size
+            ]
             loader = self._loader(self.train_set, indices, self.local_batch_size, epoch)
             losses = []
             bar = tqdm(
                 loader,
-                total=self.steps_per_epoch - skip,
-                desc=f"epoch {epoch + 1}/{c.epochs}",
+                total=todo,
+                desc=f"epoch {epoch + 1}/{self.num_epochs}",
                 disable=not acc.is_local_main_process,
                 leave=False,
+                mininterval=2,
             )
             for images, labels, bad in bar:
                 self._note_bad(self.train_set, bad)
@@ -342,14 +349,14 @@ class Trainer:
                 else:
                     losses.append(self.train_step(images.to(acc.device), labels.to(acc.device)))
                 self.step += 1
-                bar.set_postfix(self._bar_stats(losses))
+                bar.set_postfix(self._bar_stats(losses), refresh=False)
                 if c.checkpoint_every_steps and self.step % c.checkpoint_every_steps == 0:
                     self.save_checkpoint()
-                if c.max_steps is not None and self.step >= c.max_steps:
+                if self.step >= self.total_steps or (c.max_steps is not None and self.step >= c.max_steps):
                     stop = True
                     break
             bar.close()
-            finished_epoch = self.step == (epoch + 1) * self.steps_per_epoch
+            finished_epoch = self.step == (epoch + 1) * self.steps_per_epoch or self.step >= self.total_steps
             if finished_epoch:
                 self.epoch += 1
             self._sync_bad_samples()
@@ -361,12 +368,16 @@ class Trainer:
                 **self._skip_counts(),
                 "time_s": round(time.time() - start_time, 2),
             }
-            last_epoch = self.epoch >= c.epochs or stop
+            last_epoch = self.epoch >= self.num_epochs or stop
             if c.eval_every and finished_epoch and self.epoch % c.eval_every == 0 and not last_epoch:
                 record["metrics"] = self.evaluate()
             if finished_epoch and c.checkpoint_every and self.epoch % c.checkpoint_every == 0:
                 self.save_checkpoint()
+            for callback in self.callbacks:
+                if hasattr(callback, "on_epoch_end"):
+                    callback.on_epoch_end(self, record)
             self._log(record)
+            self._print_epoch(record)
         metrics = self.evaluate()
         self.save_model(self.output_dir)
         self._sync_bad_samples()
@@ -380,7 +391,7 @@ class Trainer:
             "missing_images": len(missing),
             "missing_examples": missing[:20],
             "train_samples": len(self.train_set),
-            "test_samples": len(self.test_set),
+            "test_samples": len(self.test_set) if self.test_set is not None else 0,
         }
         if acc.is_main_process:
             with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
@@ -388,6 +399,19 @@ class Trainer:
             self._log({"final": final})
         acc.wait_for_everyone()
         return final
+
+    def _print_epoch(self, record: dict[str, Any]) -> None:
+        """One line per epoch on the console (the full record goes to log.jsonl)."""
+        if not self.accelerator.is_main_process or not self.config.print_epochs:
+            return
+        loss = record["train_loss"]
+        line = (
+            f"epoch {record['epoch']}/{self.num_epochs}  step {record['step']}  "
+            f"loss {'n/a' if loss is None else f'{loss:.4f}'}  lr {record['lr']:.3g}  {record['time_s']:.0f}s"
+        )
+        metrics = record.get("metrics") or {}
+        line += "".join(f"  {key} {metrics[key]:.4f}" for key in ("mAP", "mAHP@k") if key in metrics)
+        print(line, flush=True)
 
     def _skip_counts(self) -> dict[str, int]:
         return {
@@ -411,67 +435,61 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
     def encode(self, dataset, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Continuous codes and labels of ``dataset`` (all processes' shards gathered, CPU)."""
         acc = self.accelerator
         n, world, rank = len(dataset), acc.num_processes, acc.process_index
         per = math.ceil(n / world)
-        loader = self._loader(dataset, list(range(rank * per, min(n, (rank + 1) * per))), batch_size or 256)
+        first = rank * per
+        # This process's share (positions in the shard are what encode_dataset reports).
+        shard = (
+            dataset
+            if world == 1
+            else SampleView(dataset, range(first, min(n, first + per)), dataset.transform)
+        )
         model = acc.unwrap_model(self.model)
-        model.eval()
-        codes, labels = [], []
-        for images, y, bad in loader:
-            self._note_bad(dataset, bad)
-            if len(y) == 0:
-                continue
-            with acc.autocast():
-                codes.append(model(images.to(acc.device)).float())
-            labels.append(y.to(acc.device))
-        z = torch.cat(codes) if codes else torch.empty(0, model.num_bits, device=acc.device)
-        y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=acc.device)
+        with acc.autocast():
+            z, y, kept = encode_dataset(
+                model,
+                shard,
+                batch_size or 256,
+                device=acc.device,
+                num_workers=self.config.num_workers,
+                allow_empty=True,
+            )
+        readable = set(kept)
+        self._note_bad(dataset, [first + i for i in range(len(shard)) if i not in readable])
+        z, y = z.to(acc.device).float(), y.to(acc.device)
         if world > 1:
             z, y = gather_with_grad(acc, z), gather_with_grad(acc, y)
         return z.cpu(), y.cpu()
 
-    def evaluate(self) -> dict[str, float]:
-        """Retrieval metrics of test queries against the training set as database."""
-        from ..retrieval import evaluate_codes
-
-        c = self.config
-        db_set = SampleView(self.train_set.base, self.train_set.indices, self.test_set.transform)
-        if c.max_db_samples is not None and c.max_db_samples < len(db_set):
-            keep = np.sort(np.random.RandomState(c.seed + 2).permutation(len(db_set))[: c.max_db_samples])
-            db_set = SampleView(db_set.base, [db_set.indices[i] for i in keep], db_set.transform)
-        q_codes, q_labels = self.encode(self.test_set)
-        db_codes, db_labels = self.encode(db_set)
-        if not self.accelerator.is_main_process:
+    def evaluate(self) -> dict[str, Any]:
+        """The evaluator's metrics (``{}`` without an evaluator, and on processes other than the main one)."""
+        if self.evaluator is None:
             return {}
-        k = min(c.hp_k, len(db_codes))
-        metrics = evaluate_codes(
-            q_codes, db_codes, q_labels, db_labels, semantic_distance=self.semantic_distance, k=k
-        )
-        return {key: float(v) for key, v in metrics.items()}
+        metrics = self.evaluator(self)
+        return metrics if self.accelerator.is_main_process else {}
 
     # ------------------------------------------------------------------ checkpoints
     def save_model(self, directory: str) -> None:
-        """Write ``model.pt`` (state dict) and ``config.json`` (architecture + classes)."""
+        """Write the model in :meth:`HashingModel.save_pretrained`'s layout (``config.json`` with the
+        architecture, classes and this run's settings; ``model.pt``)."""
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            model = acc.unwrap_model(self.model)
-            os.makedirs(directory, exist_ok=True)
-            torch.save(model.state_dict(), os.path.join(directory, "model.pt"))
-            info = {
-                "model": model.config,
-                "data_config": {
-                    k: list(v) if isinstance(v, tuple) else v for k, v in model.data_config.items()
-                },
-                "classes": list(self.train_set.classes),
-                "train": self.config.to_dict(),
-            }
-            with open(os.path.join(directory, "config.json"), "w") as f:
-                json.dump(info, f, indent=2)
+            model = self.export_model if self.export_model is not None else acc.unwrap_model(self.model)
+            classes = list(getattr(self.train_set, "classes", []) or [])
+            if not hasattr(model, "save_pretrained"):  # any other module: its weights and the settings
+                os.makedirs(directory, exist_ok=True)
+                torch.save(model.state_dict(), os.path.join(directory, "model.pt"))
+                with open(os.path.join(directory, "config.json"), "w") as f:
+                    json.dump({"classes": classes, "train": self.config.to_dict()}, f, indent=2)
+                return
+            # model.pt, not model.safetensors: accelerate's save_state writes that name in checkpoints.
+            model.save_pretrained(
+                directory, classes=classes, extra={"train": self.config.to_dict()}, weights_name="model.pt"
+            )
 
     def save_checkpoint(self) -> str:
         """Write a resumable checkpoint atomically; returns its folder.
@@ -537,22 +555,16 @@ class Trainer:
 
 
 def load_trained_model(path: str, map_location: str | torch.device = "cpu") -> tuple[HashingModel, dict]:
-    """Rebuild a trained :class:`HashingModel` from a run folder or checkpoint folder.
+    """Rebuild a trained :class:`HashingModel` from a run folder or checkpoint folder
+    (:meth:`HashingModel.from_pretrained`); returns the model (eval mode) and its ``config.json``.
 
     Example::
 
         model, info = load_trained_model("runs/shrewd")          # or runs/shrewd/checkpoints/last
         codes = model.eval()(images)
     """
-    path = os.path.realpath(path)
-    cfg_file, weights = os.path.join(path, "config.json"), os.path.join(path, "model.pt")
-    if not (os.path.isfile(cfg_file) and os.path.isfile(weights)):
-        raise FileNotFoundError(f"{path!r} holds no trained model (needs config.json and model.pt)")
-    with open(cfg_file) as f:
-        info = json.load(f)
-    model = create_hashing_model(info["model"])
-    model.load_state_dict(torch.load(weights, map_location=map_location, weights_only=True))
-    return model.eval(), info
+    model = HashingModel.from_pretrained(path, map_location=map_location)
+    return model, model.pretrained_info
 
 
-__all__ = ["Trainer", "build_objective", "gather_with_grad", "load_trained_model"]
+__all__ = ["Trainer", "gather_with_grad", "load_trained_model", "resolve_precision"]

@@ -1,0 +1,64 @@
+"""Backbone features held in memory: the data set of a hash head trained on a frozen backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .base import ImageSamples
+
+
+class FeatureSamples(ImageSamples):
+    """``dataset[i]`` is ``(features[i], label[i])``: cached backbone features with the labels,
+    classes and sample names of the images they came from.
+
+    Example::
+
+        train = FeatureSamples(np.load("f.npz")["features"], labels, classes)
+        head_codes = head(train.features)
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray | torch.Tensor,
+        targets: Sequence[int],
+        classes: Sequence[str],
+        names: Sequence[str] | None = None,
+    ) -> None:
+        self.features = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        if self.features.dim() != 2:
+            raise ValueError(
+                f"FeatureSamples: features must be (N, D), got shape {tuple(self.features.shape)}"
+            )
+        self.targets = [int(t) for t in targets]
+        if len(self.targets) != len(self.features):
+            raise ValueError(
+                f"FeatureSamples: {len(self.features)} feature rows but {len(self.targets)} labels"
+            )
+        if not torch.isfinite(self.features).all():
+            raise ValueError("FeatureSamples: the features hold NaN or inf values")
+        self.classes = list(classes)
+        self.names = list(names) if names is not None else None
+        self._labels = torch.as_tensor(self.targets, dtype=torch.long)
+
+    def load(self, index: int) -> torch.Tensor:
+        return self.features[index]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.features[index], self.targets[index]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        # One gather per batch instead of one tensor index per sample (DataLoader uses it).
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return list(zip(self.features[idx].unbind(0), self._labels[idx].tolist()))
+
+    def select(self, indices: Sequence[int]) -> FeatureSamples:
+        """The rows ``indices`` as a new :class:`FeatureSamples` (same classes)."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        names = [self.names[i] for i in idx.tolist()] if self.names is not None else None
+        return FeatureSamples(self.features[idx], self._labels[idx].tolist(), self.classes, names)
+
+    def sample_name(self, index: int) -> str:
+        return self.names[index] if self.names is not None else f"{type(self).__name__}[{index}]"

@@ -1,0 +1,203 @@
+"""Build a training run's objects from a :class:`TrainConfig` (timm-style: configs are plain data).
+
+``build_run(config)`` gives the keyword arguments of :class:`~pml_shrewd.training.Trainer`:
+the model, the loss, the data sets, the sampler, the evaluator and the callbacks. Each piece
+has its own builder, so a benchmark or a notebook can build one piece differently and keep
+the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from ..data import ClassBalancedEpochs, FeatureSamples, SampleView, ShuffledEpochs, build_datasets
+from ..data.base import validation_split
+from ..losses import build_objective, get_variant
+from ..models import HashHead, HashingModel
+from .config import TrainConfig
+
+
+def build_model(config: TrainConfig) -> HashingModel:
+    """The :class:`HashingModel` of ``config`` (seeded: the same initialisation for every variant)."""
+    from accelerate.utils import set_seed
+
+    from ..models.weights import resolve_pretrained_file
+
+    set_seed(config.seed)
+    kwargs: dict[str, Any] = {}
+    if config.drop_rate:
+        kwargs["drop_rate"] = config.drop_rate  # timm's dropout on the pooled features = the head's input
+    return HashingModel(
+        config.backbone,
+        num_bits=config.num_bits,
+        pretrained=config.pretrained,
+        pretrained_file=resolve_pretrained_file(config.pretrained_file),
+        small_images=config.small_images,
+        image_size=config.image_size,
+        hidden_dim=config.hidden_dim,
+        batch_norm=config.batch_norm,
+        standardize_features=config.standardize_features,
+        **kwargs,
+    )
+
+
+def build_data(config: TrainConfig, model: HashingModel) -> tuple[SampleView, SampleView, SampleView]:
+    """Train, test and database sets of images (the database: the train images, eval transform)."""
+    train, test = build_datasets(
+        config.dataset,
+        config.data_path,
+        model.transform(train=True),
+        model.transform(train=False),
+        download=config.download,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        max_train_samples=config.max_train_samples,
+        max_test_samples=config.max_test_samples,
+    )
+    if config.validation_fraction:
+        rest, val = validation_split(len(train), config.validation_fraction, config.seed)
+        test = SampleView(train.base, [train.indices[i] for i in val], test.transform)
+        train = SampleView(train.base, [train.indices[i] for i in rest], train.transform)
+    database = SampleView(train.base, train.indices, test.transform)
+    return train, test, database
+
+
+def build_feature_data(
+    config: TrainConfig, model: HashingModel, train: SampleView, test: SampleView, database: SampleView
+) -> tuple[FeatureSamples, FeatureSamples]:
+    """Cached backbone features of the database (= train) and test images (eval transform)."""
+    from ..models.weights import resolve_pretrained_file
+    from ..utils import cache_dir
+    from .features import cached_features
+
+    folder = cache_dir() / "features"
+    weights = resolve_pretrained_file(config.pretrained_file)
+    if not config.validation_fraction:
+        return (
+            cached_features(model, database, folder, weights_file=weights),
+            cached_features(model, test, folder, weights_file=weights),
+        )
+    # Validation queries come from the training split: one feature file for the whole split.
+    whole = SampleView(database.base, sorted([*database.indices, *test.indices]), database.transform)
+    features = cached_features(model, whole, folder, weights_file=weights)
+    row = {name: i for i, name in enumerate(features.names)}  # unreadable images have no row
+    return tuple(
+        features.select([row[n] for n in map(part.sample_name, range(len(part))) if n in row])
+        for part in (database, test)
+    )
+
+
+def fresh_head(config: TrainConfig, in_features: int, train_features: torch.Tensor | None = None) -> HashHead:
+    """A seeded :class:`HashHead` for cached features (its initialisation independent of the backbone's)."""
+    torch.manual_seed(config.seed)
+    head = HashHead(
+        in_features,
+        config.num_bits,
+        hidden_dim=config.hidden_dim,
+        batch_norm=config.batch_norm,
+        drop_rate=config.drop_rate,
+        standardize=config.standardize_features,
+    )
+    if config.standardize_features and train_features is not None:
+        head.set_feature_statistics(train_features)
+    return head
+
+
+def build_sampler(config: TrainConfig, train_set):
+    """The epoch order: class-balanced batches with ``samples_per_class``, else a seeded shuffle."""
+    if config.samples_per_class:
+        if getattr(train_set, "captions", None) is not None:
+            raise ValueError("samples_per_class needs class labels; captioned data has none")
+        return ClassBalancedEpochs(train_set.targets, config.samples_per_class, seed=config.seed)
+    return ShuffledEpochs(len(train_set), seed=config.seed)
+
+
+def build_callbacks(config: TrainConfig, total_steps: int) -> list:
+    """``KLWarmup`` when ``config.kl_warmup`` is set."""
+    from .callbacks import KLWarmup
+
+    if config.kl_warmup and get_variant(config.variant).kl:
+        return [KLWarmup(config.lambda_kl, max(1, int(config.kl_warmup * total_steps)))]
+    return []
+
+
+def total_steps_of(config: TrainConfig, num_train: int) -> int:
+    """The run's length in steps (what the schedule spans)."""
+    return config.steps if config.steps is not None else (num_train // config.batch_size) * config.epochs
+
+
+def build_run(config: TrainConfig) -> dict[str, Any]:
+    """Every object :class:`~pml_shrewd.training.Trainer` takes, built as ``config`` says.
+
+    With ``freeze_backbone`` and ``cache_features`` the trained module is the model's head on
+    cached backbone features, and the whole model (backbone + trained head) is what is saved.
+    """
+    from ..semantic_distances import build_semantic_distance
+    from .evaluation import RetrievalEvaluator
+
+    spec = get_variant(config.variant)
+    model = build_model(config)
+    train, test, database = build_data(config, model)
+    if getattr(train, "captions", None) is not None and spec.needs_class_labels:
+        raise ValueError(f"variant {config.variant!r} needs class labels; captioned data has none")
+    captions = getattr(train, "captions", None)
+    semantic_distance = build_semantic_distance(  # from explicit settings the saved run keeps
+        config.semantic,
+        classes=None if captions is not None else list(train.classes),
+        captions=captions,
+        hierarchy_file=config.hierarchy_file,
+        sentence_model=config.sentence_model,
+    )
+    trained, export = model, None
+    if config.cache_features:
+        train_features, test_features = build_feature_data(config, model, train, test, database)
+        model.head = fresh_head(config, train_features.features.shape[1], train_features.features)
+        trained, export = model.head, model
+        train = database = train_features
+        test = test_features
+    elif config.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    # After the model: SHRED's classifier draws its initialisation from the same seeded stream.
+    loss_fn = build_objective(
+        config.variant,
+        semantic_distance,
+        embedding_size=config.num_bits,
+        num_classes=train.num_labels if spec.cls else None,
+        **config.objective_settings(),
+    )
+    evaluator = RetrievalEvaluator(
+        semantic_distance, k=config.hp_k, max_db_samples=config.max_db_samples, seed=config.seed
+    )
+    return dict(
+        model=trained,
+        loss_fn=loss_fn,
+        train_set=train,
+        test_set=test,
+        database_set=database,
+        sampler=build_sampler(config, train),
+        evaluator=evaluator,
+        callbacks=build_callbacks(config, total_steps_of(config, len(train))),
+        export_model=export,
+    )
+
+
+def default_num_workers() -> int:
+    """Loader processes for image data: the cores this process may use, less one for the model."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores - 1))
+
+
+__all__ = [
+    "build_callbacks",
+    "build_data",
+    "build_feature_data",
+    "build_model",
+    "build_run",
+    "build_sampler",
+    "default_num_workers",
+    "fresh_head",
+    "total_steps_of",
+]

@@ -1,0 +1,91 @@
+"""Frozen-backbone features, computed once per data set and cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import FeatureSamples
+from .inference import encode_dataset
+
+
+class _ChannelsLast(nn.Module):
+    """The backbone in channels-last memory layout (about 10% faster on CPUs)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x.to(memory_format=torch.channels_last))
+
+
+def feature_cache_key(model, dataset, weights: str | None = None) -> str:
+    """A key that changes with the backbone, its weights file, the input transform and the images."""
+    names = [dataset.sample_name(i) for i in range(len(dataset))]
+    stamp = os.stat(weights).st_size if weights and os.path.isfile(weights) else None
+    payload = json.dumps(
+        dict(
+            model=model.config,
+            weights=[weights, stamp],
+            data=str(model.data_config),
+            n=len(names),
+            names=hashlib.sha1("\n".join(names).encode()).hexdigest(),
+        ),
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def cached_features(
+    model,
+    dataset,
+    cache_dir: str | os.PathLike,
+    *,
+    weights_file: str | None = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+) -> FeatureSamples:
+    """The pooled ``model.backbone`` features of every readable image of ``dataset``, with its
+    labels, classes and sample names, as a :class:`~pml_shrewd.data.FeatureSamples`.
+
+    Computed once (batches of ``batch_size`` in eval mode, through the same encoder as
+    everything else: :func:`~pml_shrewd.training.encode_dataset`) and stored in
+    ``cache_dir`` as ``features-<key>.npz`` (written to a temporary name, then renamed),
+    where the key changes with the backbone, its weights (``weights_file``), the transform and
+    the image list.
+    Unreadable images are left out (their names are in the file's ``skipped``).
+    """
+    cache = Path(cache_dir) / f"features-{feature_cache_key(model, dataset, weights_file)}.npz"
+    if cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        return FeatureSamples(data["features"], data["labels"], list(data["classes"]), list(data["names"]))
+    backbone = _ChannelsLast(model.backbone).eval()
+    features, labels, kept = encode_dataset(
+        backbone,
+        dataset,
+        batch_size,
+        device="cpu" if not torch.cuda.is_available() else None,
+        num_workers=num_workers,
+    )
+    names = [dataset.sample_name(i) for i in kept]
+    skipped = sorted(set(range(len(dataset))) - set(kept))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        features=features.numpy().astype(np.float32),
+        labels=labels.numpy().astype(np.int64),
+        classes=np.array(dataset.classes),
+        names=np.array(names),
+        skipped=np.array([dataset.sample_name(i) for i in skipped]),
+    )
+    os.replace(tmp, cache)
+    return FeatureSamples(features.numpy(), labels.tolist(), dataset.classes, names)

@@ -1,0 +1,95 @@
+"""One training path: the Trainer on cached features is the plain training loop the benchmark
+figures were made with (same seed, batches, optimiser and schedule: bit-identical codes)."""
+
+import numpy as np
+import pytest
+import torch
+
+from pml_shrewd.data import FeatureSamples, ShuffledEpochs
+from pml_shrewd.losses import build_objective
+from pml_shrewd.models import HashHead
+from pml_shrewd.semantic_distances import MatrixDistance
+from pml_shrewd.training import TrainConfig, Trainer
+
+
+def _provider(num_classes):
+    rng = np.random.default_rng(3)
+    d = rng.uniform(0.2, 1.0, (num_classes, num_classes))
+    d = (d + d.T) / 2
+    np.fill_diagonal(d, 0.0)
+    return MatrixDistance(torch.tensor(d, dtype=torch.float32))
+
+
+def reference_loop(x, y, variant, provider, *, bits, steps, batch, lr, drop_rate, seed=0):
+    """The CPU benchmark's own loop before the Trainer took it over (recipes/benchmark_cifar.py
+    at 157adfd: ``train_head`` + ``batch_indices``), transcribed."""
+    x = x.numpy()
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    xs = torch.from_numpy((x - mean) / std)
+    torch.manual_seed(seed)
+    head = HashHead(xs.shape[1], bits, hidden_dim=16, batch_norm=True, drop_rate=drop_rate)
+    loss_fn = build_objective(variant, provider, embedding_size=bits, num_classes=int(y.max()) + 1)
+    optimizer = torch.optim.AdamW([*head.parameters(), *loss_fn.parameters()], lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    generator = torch.Generator().manual_seed(seed)
+
+    def batches():
+        n = len(y)
+        while True:
+            perm = torch.randperm(n, generator=generator)
+            yield from perm[: n - n % batch].split(batch)
+
+    order = batches()
+    head.train()
+    for _ in range(steps):
+        idx = next(order)
+        loss = loss_fn(head(xs[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    head.eval()
+    with torch.no_grad():
+        return head(xs)
+
+
+@pytest.mark.parametrize(
+    "variant, drop_rate", [("shrewd", 0.0), ("shred", 0.0), ("triplet", 0.3), ("cls", 0.0)]
+)
+def test_trainer_on_cached_features_is_the_benchmark_loop(tmp_path, variant, drop_rate):
+    torch.manual_seed(1)
+    n, dim, classes, bits, batch = 100, 12, 5, 8, 16
+    steps = 2 * (n // batch) + 3  # over two epochs: the shuffle continues across epochs
+    x, y = torch.randn(n, dim) * 3 + 1, torch.arange(n) % classes
+    provider = _provider(classes)
+    expected = reference_loop(
+        x, y, variant, provider, bits=bits, steps=steps, batch=batch, lr=3e-3, drop_rate=drop_rate
+    )
+
+    config = TrainConfig(
+        variant=variant, num_bits=bits, steps=steps, batch_size=batch, lr=3e-3, weight_decay=1e-4,
+        optimizer="adamw", scheduler="cosine", warmup_steps=0, eval_every=0, checkpoint_every=0,
+        mixed_precision="no", output_dir=str(tmp_path / "run"), print_epochs=False,
+    )  # fmt: skip
+    torch.manual_seed(config.seed)
+    head = HashHead(dim, bits, hidden_dim=16, batch_norm=True, drop_rate=drop_rate, standardize=True)
+    head.set_feature_statistics(x)
+    loss_fn = build_objective(variant, provider, embedding_size=bits, num_classes=classes)
+    train = FeatureSamples(x, y.tolist(), [f"c{i}" for i in range(classes)])
+    trainer = Trainer(head, loss_fn, train, train, config=config, sampler=ShuffledEpochs(n, seed=config.seed))
+    trainer.fit()
+    assert trainer.step == steps and trainer.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+    head.eval()
+    with torch.no_grad():
+        got = head(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_shuffled_epochs_replay_the_generator_in_any_order():
+    order = ShuffledEpochs(50, seed=4)
+    generator = torch.Generator().manual_seed(4)
+    expected = [torch.randperm(50, generator=generator).numpy() for _ in range(4)]
+    for epoch in (2, 0, 3, 1, 3):  # a resumed run asks for a later epoch first
+        np.testing.assert_array_equal(order(epoch), expected[epoch])
+    with pytest.raises(ValueError, match="epoch"):
+        order(-1)
