@@ -6,9 +6,9 @@ Examples::
     pml-shrewd train --data cifar100 --dataset cifar100 --download --backbone resnet18 --small-images
     accelerate launch -m pml_shrewd.cli train --config recipes/configs/cifar100_shrewd.json
     pml-shrewd evaluate --model runs/shrewd
-    pml-shrewd index --model runs/shrewd --data photos/ --out photos.index
+    pml-shrewd index --model runs/shrewd --data photos/ --output-dir photos.index
     pml-shrewd search --index photos.index query.jpg --k 5
-    pml-shrewd plot --codes runs/a/codes.npz runs/b/codes.npz --names SHREWD L_cls --out-dir figs
+    pml-shrewd plot --codes runs/a/codes.npz runs/b/codes.npz --names SHREWD L_cls --output-dir figs
 """
 
 from __future__ import annotations
@@ -229,25 +229,22 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- evaluate
 def _model_and_data(args: argparse.Namespace):
-    from .data import build_datasets
+    from .data import database_subset
     from .training import TrainConfig, load_trained_model
+    from .training.builders import build_data
 
     model, info = load_trained_model(args.model)
-    train_cfg = TrainConfig.from_dict(info["train"])
-    dataset = args.dataset or (train_cfg.dataset if args.data is None else "auto")
-    data = args.data or train_cfg.data_path
-    tf = model.transform(train=False)
-    train, test = build_datasets(
-        dataset,
-        data,
-        tf,
-        tf,
-        test_fraction=train_cfg.test_fraction,
-        seed=train_cfg.seed,
-        max_train_samples=args.max_db or train_cfg.max_train_samples,
-        max_test_samples=args.max_queries or train_cfg.max_test_samples,
+    overrides = dict(
+        dataset=args.dataset or (None if args.data is None else "auto"),
+        data_path=args.data,
+        max_test_samples=args.max_queries,
     )
-    return model, info, train_cfg, train, test
+    train_cfg = TrainConfig.from_dict(info["train"], **overrides)
+    # The run's own splits and subsets (one rule: data.subsample / database_subset), so the
+    # same model and flags give the run's metrics.json again.
+    _, test, database = build_data(train_cfg, model)
+    database = database_subset(database, args.max_db or train_cfg.max_db_samples, train_cfg.seed)
+    return model, info, train_cfg, database, test
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,8 +313,8 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
     codes, labels, kept = encode_dataset(model, dataset, args.batch_size)
     index = HashIndex(model.num_bits)
     index.add(binarize(codes.numpy(), 0.5), ids=np.arange(len(kept)), labels=labels.numpy())
-    os.makedirs(args.out, exist_ok=True)
-    index.save(os.path.join(args.out, "index.faiss"))
+    os.makedirs(args.output_dir, exist_ok=True)
+    index.save(os.path.join(args.output_dir, "index.faiss"))
     captions = getattr(dataset, "captions", None)
     meta = {
         "model": os.path.realpath(args.model),
@@ -331,10 +328,10 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
         "classes": [] if captions is not None else list(dataset.classes),
         "class_names": [] if captions is not None else readable_names(dataset.classes),
     }
-    with open(os.path.join(args.out, "meta.json"), "w") as f:
+    with open(os.path.join(args.output_dir, "meta.json"), "w") as f:
         json.dump(meta, f)
     print(
-        f"indexed {len(kept)} images ({meta['skipped']} unreadable skipped) with {model.num_bits} bits -> {args.out}"
+        f"indexed {len(kept)} images ({meta['skipped']} unreadable skipped) with {model.num_bits} bits -> {args.output_dir}"
     )
     return meta
 
@@ -424,12 +421,12 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
         raise FileNotFoundError(f"plot: no such file(s) {missing} (write them with `pml-shrewd evaluate`)")
     names = plot_names(args.codes, args.names)
     several = len(args.codes) > 1
-    os.makedirs(args.out_dir, exist_ok=True)
+    os.makedirs(args.output_dir, exist_ok=True)
     written, curves = [], {}
     for name, codes_file in zip(names, args.codes):
         data = np.load(codes_file)
         stem = "code_histogram" + (f"_{_slug(name)}" if several else "")
-        written.append(os.path.join(args.out_dir, stem + ".png"))
+        written.append(os.path.join(args.output_dir, stem + ".png"))
         title = f"code values (database){f', {name}' if several else ''}"
         plot_code_histogram(data["db_codes"], written[-1], title=title)
         found = False
@@ -440,7 +437,7 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
         if not found:
             print(f"plot: {codes_file} holds no HP@k curves (older `evaluate`?)", file=sys.stderr)
     if curves:
-        written.append(os.path.join(args.out_dir, "hp_curves.png"))
+        written.append(os.path.join(args.output_dir, "hp_curves.png"))
         plot_hp_curves(curves, written[-1], title="hierarchical precision HP@k")
     for p in written:
         print(f"wrote {p} (+ {os.path.splitext(os.path.basename(p))[0]}.json)")
@@ -561,7 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", help="layout for non-folder data (default auto)")
     p.add_argument("--split", choices=["train", "test"], default="train", help="split of a data set to index")
-    p.add_argument("--out", required=True, help="output folder (index.faiss + meta.json)")
+    # --output-dir like every command that writes a folder (--out: the 0.1 name)
+    p.add_argument(
+        "--output-dir",
+        "--out",
+        dest="output_dir",
+        required=True,
+        help="output folder (index.faiss + meta.json)",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.set_defaults(func=cmd_index)
 
@@ -576,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--model", help="model folder (default: the one that built the index)")
-    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--output-json", "--json", dest="json", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
@@ -590,7 +594,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--names", nargs="+", help="legend name per --codes file (default: the folder holding each file)"
     )
     p.add_argument(
-        "--out-dir", required=True, help="hp_curves.png/.json and code_histogram*.png/.json go here"
+        "--output-dir",
+        "--out-dir",
+        dest="output_dir",
+        required=True,
+        help="hp_curves.png/.json and code_histogram*.png/.json go here",
     )
     p.set_defaults(func=cmd_plot)
 

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_cifar import providers_for, variant_slug  # noqa: E402
-
-from pml_shrewd.retrieval import HashIndex  # noqa: E402
+from pml_shrewd.benchmarking.report import variant_slug
+from pml_shrewd.retrieval import HashIndex
 
 
 def topk_composition(codes_file: Path, similarity: np.ndarray, k: int) -> dict:
@@ -52,6 +49,17 @@ def topk_composition(codes_file: Path, similarity: np.ndarray, k: int) -> dict:
     )
 
 
+def training_hierarchy(dataset: str, barz_file: str | None):
+    """The benchmark's training hierarchy: Barz & Denzler's tree when given, else the library's WordNet."""
+    from pml_shrewd import HierarchyDistance
+
+    if dataset == "cifar100":
+        if barz_file:
+            return "Barz & Denzler", HierarchyDistance.from_file(barz_file)
+        return "WordNet (pml_shrewd)", HierarchyDistance.cifar100()
+    return "WordNet (pml_shrewd)", HierarchyDistance.cifar10()
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results_dir", help="an --out directory of benchmark_cifar.py (with codes/)")
@@ -63,7 +71,7 @@ def main(argv=None) -> dict:
     codes_dir = results_dir / "codes"
     if not codes_dir.is_dir():
         raise FileNotFoundError(f"{codes_dir} not found: pass benchmark_cifar.py's --out directory")
-    name, provider = next(iter(providers_for(args.dataset, args.barz_hierarchy).items()))
+    name, provider = training_hierarchy(args.dataset, args.barz_hierarchy)
     saved = json.loads((results_dir / "results.json").read_text())
     similarity = 1.0 - provider.matrix().numpy()
     rows = {}

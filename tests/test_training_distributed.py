@@ -98,7 +98,7 @@ def _worker(rank, tmp):
 
     # 1. gather_with_grad through accelerate: global batch back, gradients to the local rows only.
     with _exact_step():
-        trainer = Trainer(_step_config(f"{tmp}/d.npz", f"{tmp}/step{rank}"))
+        trainer = Trainer.from_config(_step_config(f"{tmp}/d.npz", f"{tmp}/step{rank}"))
     acc = trainer.accelerator
     assert acc.num_processes == WORLD and acc.process_index == rank
     table, z, y = _codes()
@@ -116,7 +116,9 @@ def _worker(rank, tmp):
 
     # 3. fit() where rank 0's part of the first batch is unreadable and rank 1's part of the
     # second keeps one readable image: every process must skip both batches together.
-    trainer = Trainer(tiny_config(f"{tmp}/folder", f"{tmp}/fit", batch_size=8, epochs=1, semantic="label"))
+    trainer = Trainer.from_config(
+        tiny_config(f"{tmp}/folder", f"{tmp}/fit", batch_size=8, epochs=1, semantic="label")
+    )
     out["final"] = trainer.fit()
     # Parameters (not BatchNorm statistics, which stay per process under DDP).
     out["fit_params"] = {
@@ -133,7 +135,7 @@ def test_two_processes_match_one_process_on_the_global_batch():
         # The single-process reference on the global batch (same seeds, same initial weights),
         # in float64 on one thread as the workers (see _exact_step).
         with _exact_step():
-            reference = Trainer(_step_config(f"{tmp}/d.npz", f"{tmp}/ref"))
+            reference = Trainer.from_config(_step_config(f"{tmp}/d.npz", f"{tmp}/ref"))
             initial = {n: v.clone() for n, v in reference.model.head.state_dict().items()}
             images, labels = _images()
             torch.manual_seed(0)
@@ -142,7 +144,7 @@ def test_two_processes_match_one_process_on_the_global_batch():
 
         # Corrupt rank 0's half of global batch 1 and 3 of rank 1's 4 images of batch 2.
         write_folder(Path(tmp) / "folder")
-        planner = Trainer(
+        planner = Trainer.from_config(
             tiny_config(f"{tmp}/folder", f"{tmp}/plan", batch_size=8, epochs=1, semantic="label")
         )
         order = planner.epoch_indices(0)  # one process: the global order, 8 per batch

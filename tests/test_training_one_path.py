@@ -93,3 +93,44 @@ def test_shuffled_epochs_replay_the_generator_in_any_order():
         np.testing.assert_array_equal(order(epoch), expected[epoch])
     with pytest.raises(ValueError, match="epoch"):
         order(-1)
+
+
+@pytest.mark.parametrize("variant", ["shrewd", "shred", "triplet"])
+def test_memory_size_wraps_the_loss_in_a_cross_batch_memory(variant):
+    from pml_shrewd.losses import CrossBatchMemory
+
+    loss_fn = build_objective(variant, _provider(10), embedding_size=8, num_classes=10, memory_size=48)
+    assert isinstance(loss_fn, CrossBatchMemory) and loss_fn.memory_size == 48
+    assert (loss_fn.miner is not None) == (variant == "triplet")  # a baseline's miner moves into the memory
+    torch.manual_seed(0)
+    for _ in range(3):  # the memory fills past one batch: pairs reach earlier codes
+        z = torch.rand(16, 8, requires_grad=True)
+        loss = loss_fn(z, torch.randint(0, 10, (16,)))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    assert loss_fn.queue_idx == 0 and loss_fn.has_been_filled  # 3 batches of 16 filled 48
+
+
+@pytest.mark.parametrize("variant", ["shrewd", "triplet"])
+def test_kl_warmup_ramps_the_weight_inside_a_memory_and_skips_losses_without_kl(tmp_path, variant):
+    from pml_shrewd.losses.variants import inner_loss
+    from pml_shrewd.training import KLWarmup
+
+    x, y = torch.randn(64, 12), torch.arange(64) % 10
+    loss_fn = build_objective(variant, _provider(10), embedding_size=8, num_classes=10, memory_size=32)
+    seen = []
+
+    class Spy:
+        def on_step_start(self, trainer):
+            seen.append(getattr(inner_loss(trainer.loss_fn), "embedding_reg_weight", None))
+
+    config = TrainConfig(variant=variant, steps=6, batch_size=16, eval_every=0, checkpoint_every=0,
+                         mixed_precision="no", output_dir=str(tmp_path), print_epochs=False)  # fmt: skip
+    train = FeatureSamples(x, y.tolist(), [str(i) for i in range(10)])
+    head = HashHead(12, 8, hidden_dim=16)
+    Trainer(head, loss_fn, train, config=config, callbacks=[KLWarmup(0.01, 4), Spy()]).fit()
+    if variant == "shrewd":
+        assert seen == pytest.approx([0.0, 0.0025, 0.005, 0.0075, 0.01, 0.01])
+    else:  # PML's losses have no KL term: the warm-up leaves them alone
+        assert set(seen) == {1}
+    assert torch.isfinite(head(x)).all()

@@ -1,0 +1,88 @@
+"""The paper's claims (Arponen & Bishop, table 1), checked on one run's measured figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..losses import VARIANTS
+
+OURS = ("shrewd", "shred")
+
+
+def check_claims(rows: Mapping[str, Mapping[str, Any]], margin: float = 0.03) -> dict[str, dict[str, Any]]:
+    """Each claim that the rows present allow: ``{claim: {"holds": bool, "detail": str}}``.
+
+    ``rows`` maps a row name to its figures (``"mAHP@k"``, ``"mAHP@k_continuous"``) and its
+    role: ``"variant"`` (a :data:`~pml_shrewd.losses.VARIANTS` key, ``None`` for a classical
+    method), ``"reference"`` (a baseline at its own best setting) and ``"sweep"`` (e.g. other
+    code lengths: never compared). Our rows are the plain ``shrewd`` / ``shred`` rows; every
+    other non-sweep row that is not L_sim is a baseline, and the margin is taken over the best
+    of them. "a > b" claims are strict; a margin is "at least" (to 1e-9: 0.71 - 0.68 is 0.0299...).
+    """
+
+    def plain(variant: str | None) -> str | None:
+        return next(
+            (
+                n
+                for n, r in rows.items()
+                if r.get("variant") == variant and not r.get("reference") and not r.get("sweep")
+            ),
+            None,
+        )
+
+    def mahp(name: str | None) -> float | None:
+        return None if name is None else rows[name]["mAHP@k"]
+
+    def drop(name: str | None) -> float | None:
+        return None if name is None else rows[name]["mAHP@k_continuous"] - rows[name]["mAHP@k"]
+
+    checks: dict[str, dict[str, Any]] = {}
+
+    def claim(
+        text: str, a: str, b: str | None, lhs: float | None, rhs: float | None, need: float = 0.0
+    ) -> None:
+        if lhs is None or rhs is None:
+            return
+        holds = round(lhs - rhs, 9) >= need if need else lhs > rhs
+        checks[text] = dict(holds=bool(holds), detail=f"{a} {lhs:.4f} vs {b} {rhs:.4f} ({lhs - rhs:+.4f})")
+
+    baselines = [n for n, r in rows.items() if not r.get("sweep") and r.get("variant") not in (*OURS, "sim")]
+    pml = [n for n in baselines if is_pml_row(rows[n]) and not rows[n].get("reference")]
+    best = max(baselines, key=mahp) if baselines else None
+    best_pml = max(pml, key=mahp) if pml else None
+    l_cls, l_sim, kl_cls = plain("cls"), plain("sim"), plain("kl_cls")
+    key = "mAHP@k"
+    for variant in OURS:
+        ours = plain(variant)
+        if ours is None:
+            continue
+        short = ours.split(" ")[0]
+        claim(f"{short} binary {key} > L_cls only", short, l_cls, mahp(ours), mahp(l_cls))
+        claim(f"{short} binary {key} > best PML baseline", short, best_pml, mahp(ours), mahp(best_pml))
+        claim(
+            f"{short} binary {key} >= best baseline + {margin}", short, best, mahp(ours), mahp(best), margin
+        )
+    shrewd = plain("shrewd")
+    claim(f"L_sim alone below SHREWD ({key})", "SHREWD", l_sim, mahp(shrewd), mahp(l_sim))
+    claim(
+        "binarisation drop smaller with L_KL (L_sim vs SHREWD)",
+        "L_sim drop",
+        "SHREWD drop",
+        drop(l_sim),
+        drop(shrewd),
+    )
+    claim(
+        "binarisation drop smaller with L_KL (L_cls vs L_KL + L_cls)",
+        "L_cls drop",
+        "L_KL + L_cls drop",
+        drop(l_cls),
+        drop(kl_cls),
+    )
+    return checks
+
+
+def is_pml_row(row: Mapping[str, Any]) -> bool:
+    """Whether a row is one of PML's own losses."""
+    variant = row.get("variant")
+    return variant in VARIANTS and VARIANTS[variant].pml is not None
