@@ -254,6 +254,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from .retrieval import evaluate_codes
     from .semantic_distances import readable_names
     from .training import encode_dataset
+    from .training.evaluation import drop_label_metrics, warn_unmatched_queries
 
     model, info, cfg, db, queries = _model_and_data(args)
     kind = args.semantic or cfg.semantic
@@ -268,6 +269,10 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     )
     curves = {key: np.asarray(result.pop(key)) for key in list(result) if key.startswith("hp_curve")}
     metrics = {key: v if isinstance(v, int) else float(v) for key, v in result.items()}
+    if captioned:
+        drop_label_metrics(metrics)
+    else:
+        warn_unmatched_queries(q_labels.numpy(), db_labels.numpy())
     out = args.output_dir or args.model
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "eval_metrics.json"), "w") as f:
@@ -521,6 +526,8 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
             print(f"  {label:<28s} {value:.4f}")
         elif isinstance(value, int):
             print(f"  {label:<28s} {value}")
+        elif key == "absent":
+            print(f"  absent: {value}")
 
 
 # ---------------------------------------------------------------------- parser

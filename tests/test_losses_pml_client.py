@@ -13,29 +13,11 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning.miners import MultiSimilarityMiner, TripletMarginMiner
 from pytorch_metric_learning.reducers import DoNothingReducer
+from test_losses import TableDistance, random_table  # the same small provider and table
 
 import pml_shrewd
-from pml_shrewd import SemanticDistance, SemanticDistanceLoss, SHREDLoss
+from pml_shrewd import SemanticDistanceLoss, SHREDLoss
 from pml_shrewd.losses import CrossBatchMemory, NonFiniteLossError
-
-
-class TableDistance(SemanticDistance):
-    """A provider over a fixed table, written here so the tests depend on nothing else."""
-
-    def __init__(self, table):
-        self.table = torch.as_tensor(table, dtype=torch.float64)
-        self.num_ids = len(self.table)
-
-    def pairwise(self, ids_a, ids_b):
-        return self.table.to(ids_a.device)[ids_a][:, ids_b]
-
-
-def random_table(num_classes, seed):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.rand(num_classes, num_classes, generator=g, dtype=torch.float64)
-    t = (t + t.T) / 2
-    t.fill_diagonal_(0)
-    return t
 
 
 def random_batch(batch_size, num_bits, num_classes, dtype, seed, scale=1.0):

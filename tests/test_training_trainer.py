@@ -23,7 +23,7 @@ TINY = [
 def tiny_config(data, out, **kw):
     base = dict(
         data_path=str(data), backbone="test_resnet", num_bits=16, small_images=True, image_size=16, epochs=2,
-        batch_size=16, output_dir=str(out), mixed_precision="no", hp_k=20, eval_every=0, lr=1e-3,
+        batch_size=16, output_dir=str(out), mixed_precision="no", hp_k=20, eval_every=0, lr=1e-3, num_workers=0,
     )  # fmt: skip
     return TrainConfig(**{**base, **kw})
 
@@ -38,9 +38,14 @@ def run_recipe(name, data, dataset, out, *extra):
     return metrics, log
 
 
-def check_metrics(metrics, k=20):
+def check_metrics(metrics, k=20, labels=True):
     assert metrics["k"] == k
-    for key in ("mAP", "mAHP@k", "mAP_continuous", "mAHP@k_continuous"):
+    keys = (
+        ("mAP", "mAHP@k", "mAP_continuous", "mAHP@k_continuous")
+        if labels
+        else ("mAHP@k", "mAHP@k_continuous")
+    )
+    for key in keys:
         assert 0.0 <= metrics[key] <= 1.0, key
 
 
@@ -67,7 +72,9 @@ def test_recipe_cifar100_shrewd_and_imagenet_wnid_folders(tmp_path):
 def test_recipe_captions_counts_corrupt_and_missing(tmp_path):
     data = write_captions(tmp_path / "cap", copies=6)
     metrics, log = run_recipe("captions_shrewd", data, "captions", tmp_path / "run", "--epochs", "1")
-    check_metrics(metrics)
+    check_metrics(metrics, labels=False)
+    # Every image is its own label: mAP and P@k would always be 0, so they are absent, and it says why.
+    assert not {"mAP", "P@k", "mAP@k", "mAP_continuous"} & set(metrics) and "captioned" in metrics["absent"]
     assert metrics["missing_images"] == 1 and metrics["missing_examples"][0].endswith("missing.png")
     # The corrupt image is skipped wherever it falls (train batch or test queries) and counted once.
     assert metrics["skipped_images"] == 1 and metrics["skipped_examples"][0].endswith("corrupt.jpg")
@@ -262,3 +269,54 @@ def test_class_balanced_batches_need_class_labels(tmp_path):
                          samples_per_class=2, test_fraction=0.25, hp_k=10)  # fmt: skip
     with pytest.raises(ValueError, match="captioned data"):
         Trainer.from_config(config)
+
+
+def test_resume_refuses_a_missing_checkpoint_and_says_where_it_resumes(tmp_path, capsys):
+    data = write_npz(tmp_path / "d.npz")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*without --resume to start fresh"):
+        Trainer.from_config(tiny_config(data, tmp_path / "fresh")).fit(resume=True)
+    Trainer.from_config(tiny_config(data, tmp_path / "run", max_steps=4)).fit()  # stops in epoch 2
+    last = os.path.realpath(tmp_path / "run" / "checkpoints" / "last")  # the epoch-1 checkpoint
+    capsys.readouterr()
+    Trainer.from_config(tiny_config(data, tmp_path / "run")).fit(resume=True)
+    out = capsys.readouterr().out
+    assert f"resuming from {last} at epoch 1 step 3" in out
+    # One summary line per epoch on the console (the record itself is in log.jsonl).
+    assert "epoch 2/2  step 6  loss " in out
+
+
+def test_saved_paths_are_absolute_so_evaluate_works_from_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_npz(tmp_path / "d.npz")
+    config = tiny_config("d.npz", "run", dataset="npz", epochs=1)
+    assert config.data_path == str(tmp_path / "d.npz")
+    Trainer.from_config(config).fit()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["data_path"] == str(tmp_path / "d.npz")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["evaluate", "--model", str(tmp_path / "run"), "--k", "20"]) == 0
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        Trainer.from_config(tiny_config(tmp_path / "missing.npz", tmp_path / "r2", dataset="npz"))
+
+
+def test_workers_default_to_the_cores_and_warm_up_fits_the_run(tmp_path):
+    from pml_shrewd.training.builders import default_num_workers
+
+    data = write_npz(tmp_path / "d.npz")
+    config = tiny_config(data, tmp_path / "run", num_workers=None, warmup_steps=1000, epochs=1)
+    with pytest.warns(UserWarning, match="warmup_steps 1000 is over a tenth of the run's 3 steps"):
+        trainer = Trainer.from_config(config)
+    assert trainer.num_workers == default_num_workers() == max(0, min(8, (os.cpu_count() or 1) - 1))
+    assert trainer.scheduler.get_last_lr()[0] == config.lr  # no ramp from 1/1000 of it
+    trainer.fit()
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # and it decays to the end
+
+
+def test_queries_whose_class_is_not_in_the_database_are_reported():
+    from pml_shrewd.training.evaluation import warn_unmatched_queries
+
+    with pytest.warns(UserWarning, match="2 of 4 queries have labels that no database item has"):
+        assert warn_unmatched_queries(np.array([0, 1, 5, 5]), np.array([0, 1, 1, 2])) == 2
+    assert warn_unmatched_queries(np.array([0, 1]), np.array([1, 0])) == 0

@@ -169,7 +169,11 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
         **config.objective_settings(),
     )
     evaluator = RetrievalEvaluator(
-        semantic_distance, k=config.hp_k, max_db_samples=config.max_db_samples, seed=config.seed
+        semantic_distance,
+        k=config.hp_k,
+        max_db_samples=config.max_db_samples,
+        seed=config.seed,
+        label_metrics=captions is None,
     )
     return dict(
         model=trained,

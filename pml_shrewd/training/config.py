@@ -122,7 +122,7 @@ class TrainConfig:
     output_dir: str = "runs/shrewd"
     seed: int = 0
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16
-    num_workers: int = 0
+    num_workers: int | None = None  # loader processes; None: the cores less one (0 on cached features)
     hp_k: int = 250
     max_db_samples: int | None = None
     print_epochs: bool = True  # one summary line per epoch on the console

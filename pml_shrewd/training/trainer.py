@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import SampleView, ShuffledEpochs, collate_skipping
+from ..data import FeatureSamples, SampleView, ShuffledEpochs, collate_skipping
 from ..models import HashingModel
+from .builders import default_num_workers
 from .config import TrainConfig
 from .inference import encode_dataset
 
@@ -128,6 +129,10 @@ class Trainer:
         self.train_set, self.test_set = train_set, test_set
         self.database_set = database_set if database_set is not None else train_set
         self.sampler = sampler or ShuffledEpochs(len(train_set), seed=config.seed)
+        if config.num_workers is not None:
+            self.num_workers = config.num_workers
+        else:  # in-memory features need no loader processes; images get the cores but one
+            self.num_workers = 0 if isinstance(train_set, FeatureSamples) else default_num_workers()
         self.evaluator, self.callbacks = evaluator, list(callbacks)
 
         world = accelerator.num_processes
@@ -228,7 +233,7 @@ class Trainer:
             dataset,
             batch_size=batch_size,
             sampler=indices,
-            num_workers=c.num_workers,
+            num_workers=self.num_workers,
             collate_fn=collate_skipping,
             pin_memory=self.accelerator.device.type == "cuda",
             # Worker seeds come from this generator: deterministic per epoch.
@@ -454,7 +459,7 @@ class Trainer:
                 shard,
                 batch_size or 256,
                 device=acc.device,
-                num_workers=self.config.num_workers,
+                num_workers=self.num_workers,
                 allow_empty=True,
             )
         readable = set(kept)
