@@ -1,4 +1,6 @@
-"""Retrieval and evaluation: binary codes, faiss Hamming search, mAP / P@k / HP@k / mAHP@k."""
+"""Retrieval and evaluation: binary codes, faiss Hamming search, mAP / P@k / HP@k / mAHP@k (with
+``ties=``), and the anchors' protocols (Barz & Denzler leave-one-out, DeepHash-pytorch mAP@topk,
+Making Better Mistakes hdist@k / mistake severity)."""
 
 from .accuracy_calculator import HammingKNN, HashingAccuracyCalculator
 from .codes import binarize, pack_codes, unpack_codes
@@ -12,6 +14,7 @@ from .metrics import (
     precision_at_k,
 )
 from .plots import plot_code_histogram, plot_hp_curves
+from .protocols import deephash_map, hierarchical_distance_at_k, leave_one_out_mahp, mistake_severity
 
 __all__ = [
     "HashIndex",
@@ -24,6 +27,10 @@ __all__ = [
     "mahp_at_k",
     "evaluate_codes",
     "bit_balance",
+    "leave_one_out_mahp",
+    "deephash_map",
+    "hierarchical_distance_at_k",
+    "mistake_severity",
     "HashingAccuracyCalculator",
     "HammingKNN",
     "plot_hp_curves",

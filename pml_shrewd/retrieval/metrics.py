@@ -23,10 +23,24 @@ The database is ranked for every query by the distance between codes:
 - ``distance="hamming"``: Hamming distance between the bits ``code > 0.5``;
 - ``distance="l1"`` / ``"l2"``: continuous codes, Manhattan / Euclidean distance.
 
-**Ties** are broken by database index (a stable sort): among items at the same
-distance, the one that comes first in the database ranks first. Hamming
-distances take only ``K + 1`` values, so ties are common and this rule matters;
-it makes every metric deterministic.
+**Ties** (``ties=``, every function): Hamming distances take only ``K + 1`` values, so
+ties are common and how they are ordered matters (an ImageFolder database is sorted by
+class, so the index order favours low class ids).
+
+- ``"index"`` (default): broken by database index (a stable sort): among items at the same
+  distance, the one that comes first in the database ranks first. Deterministic.
+- ``"expected"``: the expectation over all orders inside each group of tied distances
+  (equal Hamming distances; exactly equal floats for ``"l1"`` / ``"l2"``), in closed form
+  (McSherry & Najork, "Computing Information Retrieval Performance Measures Efficiently in
+  the Presence of Tied Scores", ECIR 2008): P@k and HP@k give every place of a group its
+  mean relevance / mean gain (they are linear in the order; so is mAHP@k); AP takes their
+  expected-AP formula with harmonic numbers; AP@k, divided by the hits in the top k, also
+  averages over the hypergeometric number of relevant items of the group cut at k.
+- ``"best"`` / ``"worst"``: relevant items (for AP, AP@k, P@k) or most similar items (for
+  HP@k) first / last inside each tie group: the maximum / minimum over all tie orders of
+  AP, P@k, every HP@i and mAHP@k, so ``[worst, best]`` is the spread the tie order can
+  cause. AP@k is not monotone in that order (an extra hit can lower the mean precision of
+  the hits): for it they are the values of those two orders, not bounds.
 
 **Relevance** for mAP and P@k is "same label". **Semantic similarity** for HP@k
 is ``s = 1 - d(y_q, y_r)`` from a semantic-distance provider (any callable
@@ -64,6 +78,9 @@ queries; each row is ranked by sorting integer keys ``distance * N + index``
 (unique, so the order is exactly the stable one) with numpy's SIMD sort, and the
 rank of every relevant item is found by binary search. HP@k needs only the top k
 and, per query class, the ideal curve from the class histogram of the database.
+With ``ties`` other than ``"index"`` the same pass also counts, per query, the size, the
+relevant items and the class histogram of the tie group at the cut-off (the only group that
+can run on past the top k); memory stays per chunk of queries.
 """
 
 from __future__ import annotations
@@ -92,6 +109,8 @@ __all__ = [
 ]
 
 DISTANCES = ("hamming", "l1", "l2")
+#: Orders inside groups of tied distances (see the module docstring, "Ties").
+TIES = ("index", "expected", "best", "worst")
 #: The one default rank cut-off ``k`` of every metric function (the paper's mAHP@250).
 DEFAULT_K = 250
 # Rough number of (query, database) entries per chunk: bounds memory (~4-8 bytes each).
@@ -137,6 +156,11 @@ def _prepare_labels(labels: Any, n: int, name: str) -> np.ndarray:
 def _check_distance(distance: str) -> None:
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
 
 
 def _check_k(k: Any, name: str = "k") -> int:
@@ -256,13 +280,15 @@ def _rank_queries(
     semantic_distance: Any = None,
     extra_semantic_distances: Mapping[str, Any] | None = None,
     ref_includes_query: bool = False,
+    ties: str = "index",
     chunk_size: int | None = None,
     num_threads: int | None = None,
 ) -> dict[str, Any]:
     """One pass over the queries; returns per-query AP / AP@k / P@k and the HP@1..k rows
     (``"hp"``; ``"hp_extra"``: the rows of each of ``extra_semantic_distances`` by name, from the
-    same ranking)."""
+    same ranking; ``"gain_k"``: per query, the sum of the similarities of the top ``hp_k``)."""
     _check_distance(distance)
+    _check_ties(ties)
     q = _prepare_codes(query_codes, "query_codes", distance)
     db = _prepare_codes(db_codes, "db_codes", distance)
     q_width, db_width = to_numpy(query_codes).shape[1], to_numpy(db_codes).shape[1]
@@ -322,7 +348,10 @@ def _rank_queries(
     out_apk = {k: np.zeros(nq) for k in ap_ks}
     out_p = {k: np.zeros(nq) for k in p_ks_c}
     out_hp = {name: np.zeros((nq, hp_k)) for name in sims} if hp_k else {}
+    out_gain = np.zeros(nq) if hp_k else None
     ranks_k = np.arange(1, kmax + 1, dtype=np.float64)
+    tables = _TieTables(n) if ties != "index" else None
+    hamming = distance == "hamming"
 
     def run_chunk(start: int, stop: int) -> None:
         rows = np.arange(stop - start)
@@ -354,6 +383,32 @@ def _rank_queries(
         top_ids = (top % n) if distance == "hamming" else (top & 0xFFFFFFFF)
         top_ids = top_ids.astype(np.int64, copy=False)
 
+        if tables is not None:
+            _tie_chunk(
+                keys,
+                top,
+                top_ids,
+                qlab,
+                dl,
+                n,
+                n_eff,
+                hamming,
+                ties,
+                tables,
+                ap_ks,
+                p_ks_c,
+                hp_k,
+                sims if hp_k else {},
+                rel_keys,
+                start,
+                out_ap,
+                out_apk,
+                out_p,
+                out_hp,
+                out_gain,
+            )
+            return
+
         if ap_ks or p_ks_c:
             rel = dl[top_ids] == qlab[:, None]
             cum = np.cumsum(rel, axis=1)
@@ -381,6 +436,8 @@ def _rank_queries(
                 out_hp[name][start:stop] = np.divide(
                     gained, ideal, out=np.zeros_like(gained), where=ideal > 0
                 )
+                if name is None:
+                    out_gain[start:stop] = gained[:, -1]
 
     drop = int(ref_includes_query)
     workers = max(1, num_threads if num_threads is not None else min(8, os.cpu_count() or 1))
@@ -396,7 +453,233 @@ def _rank_queries(
                 fut.result()
 
     hp_main = out_hp.pop(None, None)
-    return {"ap": out_ap, "ap_k": out_apk, "p_k": out_p, "hp": hp_main, "hp_extra": out_hp, "hp_k": hp_k}
+    return {
+        "ap": out_ap,
+        "ap_k": out_apk,
+        "p_k": out_p,
+        "hp": hp_main,
+        "hp_extra": out_hp,
+        "hp_k": hp_k,
+        "gain_k": out_gain,
+    }
+
+
+# ----------------------------------------------------------------------------- ties
+
+
+class _TieTables:
+    """Harmonic numbers ``H[j] = sum_{t<=j} 1/t`` and log-factorials ``log j!`` for ``j <= n``."""
+
+    def __init__(self, n: int):
+        j = np.arange(1, n + 1, dtype=np.float64)
+        self.harmonic = np.concatenate(([0.0], np.cumsum(1.0 / j)))
+        self.log_fact = np.concatenate(([0.0], np.cumsum(np.log(j))))
+
+    def group_ap_sum(self, s, m, r, r_before, t=None, h=None):
+        """Expected sum of ``P@i`` over the relevant items among the first ``t`` places of a tie
+        group (McSherry & Najork 2008): the group holds ranks ``s+1..s+m``, ``h`` of its first ``t``
+        places are relevant (uniformly placed), ``r_before`` relevant items rank above it.
+        ``t=None, h=None``: the whole group (``t = m``, ``h = r``)."""
+        t = m if t is None else t
+        h = r if h is None else h
+        t_f = np.maximum(t, 1).astype(np.float64)
+        a = self.harmonic[s + t] - self.harmonic[s]  # sum_{i=1..t} 1/(s+i)
+        b = t - (s + 1) * a  # sum_{i=1..t} (i-1)/(s+i)
+        within = np.divide(h - 1.0, t_f - 1.0, out=np.zeros(np.broadcast(h, t_f).shape), where=t_f > 1)
+        return (h / t_f) * ((r_before + 1.0) * a + within * b)
+
+    def hypergeom(self, m, r, t, h):
+        """P(``h`` relevant among ``t`` draws without replacement from ``m`` items, ``r`` relevant)."""
+        ok = (h >= 0) & (h <= r) & (t - h >= 0) & (t - h <= m - r)
+        hc = np.where(ok, h, 0)
+        lf = self.log_fact
+        log_p = (
+            lf[r]
+            - lf[hc]
+            - lf[np.where(ok, r - hc, 0)]
+            + lf[m - r]
+            - lf[np.where(ok, t - hc, 0)]
+            - lf[np.where(ok, m - r - t + hc, 0)]
+            - (lf[m] - lf[t] - lf[m - t])
+        )
+        return np.where(ok, np.exp(np.where(ok, log_p, 0.0)), 0.0)
+
+
+def _key_group(keys: np.ndarray, n: int, hamming: bool) -> np.ndarray:
+    """The distance part of ranking keys (equal for tied items): ``key // n`` or the float bits."""
+    return keys // n if hamming else keys >> 32
+
+
+def _group_key(g: np.ndarray, n: int, hamming: bool) -> np.ndarray:
+    """The smallest ranking key of distance group ``g``."""
+    return g * n if hamming else g << 32
+
+
+def _key_ids(keys: np.ndarray, n: int, hamming: bool) -> np.ndarray:
+    return (keys % n if hamming else keys & 0xFFFFFFFF).astype(np.int64, copy=False)
+
+
+def _tie_full_ap(rk, keys_row, n, hamming, ties, tables) -> float:
+    """Whole-ranking AP of one query under ``ties`` from its sorted keys and its relevant items' keys."""
+    if rk is None or len(rk) == 0:
+        return 0.0
+    g = _key_group(rk, n, hamming)
+    uniq, first, r = np.unique(g, return_index=True, return_counts=True)
+    s = np.searchsorted(keys_row, _group_key(uniq, n, hamming))
+    m = np.searchsorted(keys_row, _group_key(uniq + 1, n, hamming)) - s
+    total = len(rk)
+    if ties == "expected":
+        return float(tables.group_ap_sum(s, m, r, first).sum() / total)
+    within = np.arange(total) - np.repeat(first, r)
+    offset = s if ties == "best" else s + m - r
+    ranks = np.repeat(offset, r) + within + 1
+    return float(np.mean(np.arange(1, total + 1) / ranks))
+
+
+def _tie_chunk(
+    keys,
+    top,
+    top_ids,
+    qlab,
+    dl,
+    n,
+    n_eff,
+    hamming,
+    ties,
+    tables,
+    ap_ks,
+    p_ks,
+    hp_k,
+    sims,
+    rel_keys,
+    start,
+    out_ap,
+    out_apk,
+    out_p,
+    out_hp,
+    out_gain,
+) -> None:
+    """The metrics of one chunk of queries with ties ordered by ``ties`` (not ``"index"``).
+
+    Inside the top ``kmax`` every tie group is complete except the last one, which may run on
+    past ``kmax``: its size, relevant count and class histogram come from the whole row.
+    Per place, the (expected) relevance and gain then follow from the group alone."""
+    c, kmax = top.shape
+    rows = np.arange(c)
+    if rel_keys:
+        for r, rk in enumerate(rel_keys):
+            out_ap[start + r] = _tie_full_ap(rk, keys[r], n, hamming, ties, tables)
+    if not (ap_ks or p_ks or hp_k):
+        return
+    gv = _key_group(top, n, hamming)
+    dk = gv[:, -1]
+    in_group = (keys >= _group_key(dk, n, hamming)[:, None]) & (
+        keys < _group_key(dk + 1, n, hamming)[:, None]
+    )
+    m_last = in_group.sum(axis=1)
+    # The relevant count and (for HP) the class histogram of the last group. Columns are not
+    # database indices once a row is sorted: the ids come from the keys, a block of rows at a time.
+    num_cls = len(sims[None].db_unique) if hp_k else 0
+    r_last = np.zeros(c, dtype=np.int64)
+    hist = np.zeros((c, num_cls), dtype=np.int64)
+    block = max(1, (1 << 20) // n)
+    for b0 in range(0, c, block):
+        b1 = min(c, b0 + block)
+        hr, hc = np.nonzero(in_group[b0:b1])
+        ids = _key_ids(keys[b0 + hr, hc], n, hamming)
+        r_last[b0:b1] = np.bincount(hr, weights=dl[ids] == qlab[b0 + hr], minlength=b1 - b0)
+        if hp_k:
+            flat_cls = hr * num_cls + sims[None].db_index[ids]
+            hist[b0:b1] = np.bincount(flat_cls, minlength=(b1 - b0) * num_cls).reshape(b1 - b0, num_cls)
+
+    pos = np.arange(kmax)
+    new = np.ones((c, kmax), dtype=bool)
+    new[:, 1:] = gv[:, 1:] != gv[:, :-1]
+    s_pos = np.maximum.accumulate(np.where(new, pos, 0), axis=1)  # 0-based first place of the group
+    j_pos = pos - s_pos  # place inside the group
+    in_last = gv == dk[:, None]
+    flat = (np.cumsum(new, axis=1) - 1) + (rows * kmax)[:, None]
+    top_count = np.bincount(flat.ravel(), minlength=c * kmax)
+    size = np.where(in_last, m_last[:, None], top_count[flat])
+    rel = dl[top_ids] == qlab[:, None]
+    top_rel = np.bincount(flat.ravel(), weights=rel.ravel(), minlength=c * kmax)
+    r_g = np.where(in_last, r_last[:, None], top_rel[flat].astype(np.int64))
+
+    if ties == "expected":
+        rel_pos = r_g / size
+    elif ties == "best":
+        rel_pos = (j_pos < r_g).astype(np.float64)
+    else:
+        rel_pos = (j_pos >= size - r_g).astype(np.float64)
+    cum = np.cumsum(rel_pos, axis=1)
+    for k in p_ks:
+        kk = min(k, n_eff)
+        out_p[k][start : start + c] = cum[:, kk - 1] / kk
+    if ap_ks:
+        ranks = np.arange(1, kmax + 1, dtype=np.float64)
+        if ties == "expected":
+            cum_rel = np.cumsum(rel, axis=1)  # exact at the end of each complete group
+            r_before = np.where(s_pos > 0, cum_rel[rows[:, None], np.maximum(s_pos - 1, 0)], 0)
+            frac = np.divide(r_g - 1.0, size - 1.0, out=np.zeros((c, kmax)), where=size > 1)
+            e = (r_g / size) * (r_before + 1.0 + j_pos * frac) / ranks  # E[rel_i * P@i]
+            cum_e = np.cumsum(e, axis=1)
+        for k in ap_ks:
+            if ties != "expected":
+                hits = cum[:, k - 1]
+                prec_sum = ((cum[:, :k] / ranks[:k]) * rel_pos[:, :k]).sum(axis=1)
+                out_apk[k][start : start + c] = np.divide(prec_sum, hits, out=np.zeros(c), where=hits > 0)
+                continue
+            # The group holding place k is cut after t of its m places: average over h, the
+            # relevant items among those t (hypergeometric), of (before + E[group part | h]) / hits.
+            s, m, r = s_pos[:, k - 1], size[:, k - 1], r_g[:, k - 1]
+            rb = r_before[:, k - 1]
+            t = k - s
+            num_before = np.where(s > 0, cum_e[rows, np.maximum(s - 1, 0)], 0.0)
+            h = np.arange(int(t.max()) + 1)[None, :]
+            pmf = tables.hypergeom(m[:, None], r[:, None], t[:, None], h)
+            part = tables.group_ap_sum(s[:, None], m[:, None], r[:, None], rb[:, None], t[:, None], h)
+            hits = rb[:, None] + h
+            val = np.divide(num_before[:, None] + part, hits, out=np.zeros(pmf.shape), where=hits > 0)
+            out_apk[k][start : start + c] = (pmf * val).sum(axis=1)
+
+    if hp_k:
+        uq, uinv = np.unique(qlab, return_inverse=True)
+        j_h, in_h = j_pos[:, :hp_k], in_last[:, :hp_k]
+        gid = flat[:, :hp_k]
+        for name, sim in sims.items():
+            srows_u = sim.rows(uq)
+            srows = srows_u[uinv]  # (c, classes)
+            gains = np.take_along_axis(srows, sim.db_index[top_ids[:, :hp_k]], axis=1)
+            if ties == "expected":
+                sums = np.bincount(gid.ravel(), weights=gains.ravel(), minlength=c * kmax)[gid]
+                last_mean = (hist * srows).sum(axis=1) / m_last
+                gain_pos = np.where(in_h, last_mean[:, None], sums / size[:, :hp_k])
+            else:
+                sign = -1.0 if ties == "best" else 1.0
+                order = np.lexsort((sign * gains, gid), axis=-1)
+                gain_pos = np.take_along_axis(gains, order, axis=1)
+                # The last group: its j-th place takes the j-th gain of the whole group, sorted.
+                cls_order = np.argsort(sign * srows, axis=1, kind="stable")
+                cum_cnt = np.cumsum(np.take_along_axis(hist, cls_order, axis=1), axis=1)
+                big = n + 1
+                at = (
+                    np.searchsorted(
+                        (cum_cnt + (rows * big)[:, None]).ravel(),
+                        (np.maximum(j_h, 0) + (rows * big)[:, None]).ravel(),
+                        side="right",
+                    ).reshape(c, hp_k)
+                    - (rows * num_cls)[:, None]
+                )
+                at = np.minimum(at, num_cls - 1)
+                last_gain = np.take_along_axis(np.take_along_axis(srows, cls_order, axis=1), at, axis=1)
+                gain_pos = np.where(in_h, last_gain, gain_pos)
+            gained = np.cumsum(gain_pos, axis=1)
+            ideal = np.stack([sim.ideal(int(lab), srows_u[i], hp_k) for i, lab in enumerate(uq)])[uinv]
+            out_hp[name][start : start + c] = np.divide(
+                gained, ideal, out=np.zeros_like(gained), where=ideal > 0
+            )
+            if name is None:
+                out_gain[start : start + c] = gained[:, -1]
 
 
 def _hamming_knn(
@@ -449,17 +732,21 @@ def mean_average_precision(
     k: int | None = None,
     distance: str = "hamming",
     ref_includes_query: bool = False,
+    ties: str = "index",
 ) -> float:
     """mAP of ranking the database by code distance (Arponen & Bishop, 2020, section 4).
 
     ``k=None`` (default): AP over the whole ranking; ``k``: AP@k (divided by the relevant
-    items found in the top k). Relevant = same label; ties broken by database index; a query
-    whose class is absent from the database scores 0 (see the module docstring).
+    items found in the top k). Relevant = same label; ties broken by database index
+    (``ties="index"``) or averaged over all orders inside tie groups (``"expected"``), or
+    the ``"best"`` / ``"worst"`` order (module docstring); a query whose class is absent from
+    the database scores 0.
 
     Example::
 
         m = mean_average_precision(query_z, db_z, query_labels, db_labels)  # Hamming of z > 0.5
         m250 = mean_average_precision(query_z, db_z, query_labels, db_labels, k=250)
+        neutral = mean_average_precision(query_z, db_z, query_labels, db_labels, ties="expected")
     """
     res = _rank_queries(
         query_codes,
@@ -470,6 +757,7 @@ def mean_average_precision(
         full_ap=k is None,
         ap_ks=() if k is None else (k,),
         ref_includes_query=ref_includes_query,
+        ties=ties,
     )
     per_query = res["ap"] if k is None else next(iter(res["ap_k"].values()))
     return float(per_query.mean())
@@ -484,8 +772,9 @@ def precision_at_k(
     k: int = DEFAULT_K,
     distance: str = "hamming",
     ref_includes_query: bool = False,
+    ties: str = "index",
 ) -> float:
-    """Mean fraction of same-label items among the top ``k`` of the ranking (ties by index).
+    """Mean fraction of same-label items among the top ``k`` of the ranking (``ties`` as in the module docstring).
 
     Example::
 
@@ -501,6 +790,7 @@ def precision_at_k(
         distance=distance,
         p_ks=(k,),
         ref_includes_query=ref_includes_query,
+        ties=ties,
     )
     return float(res["p_k"][_check_k(k)].mean())
 
@@ -515,12 +805,14 @@ def hp_at_k(
     k: int = DEFAULT_K,
     distance: str = "hamming",
     ref_includes_query: bool = False,
+    ties: str = "index",
 ) -> np.ndarray:
     """The mean hierarchical-precision curve ``[HP@1, ..., HP@k]`` over queries (Barz & Denzler, 2019).
 
     ``semantic_distance``: a provider (``provider(ids_a, ids_b)``, labels are its ids) or a
     class-by-class distance matrix in ``[0, 1]``. Returns a float64 array of length
-    ``min(k, database size)``.
+    ``min(k, database size)``. ``ties="expected"``: each place of a tie group gets the
+    group's mean gain; ``"best"`` / ``"worst"``: the most similar items first / last.
 
     Example::
 
@@ -537,6 +829,7 @@ def hp_at_k(
         hp_k=k,
         semantic_distance=semantic_distance,
         ref_includes_query=ref_includes_query,
+        ties=ties,
     )
     return res["hp"].mean(axis=0)
 
@@ -551,8 +844,11 @@ def mahp_at_k(
     k: int = DEFAULT_K,
     distance: str = "hamming",
     ref_includes_query: bool = False,
+    ties: str = "index",
 ) -> float:
     """mAHP@k: mean over queries of ``trapz(HP@1..HP@k, dx=1/k)`` (Barz & Denzler; the paper's mAHP@250).
+
+    ``ties`` as in :func:`hp_at_k` (``"expected"`` is exact: AHP is linear in the HP curve).
 
     Example::
 
@@ -569,6 +865,7 @@ def mahp_at_k(
         hp_k=k,
         semantic_distance=semantic_distance,
         ref_includes_query=ref_includes_query,
+        ties=ties,
     )
     return float(_ahp(res["hp"]).mean())
 
@@ -602,6 +899,7 @@ def evaluate_codes(
     ref_includes_query: bool = False,
     return_curves: bool = False,
     extra_semantic_distances: Mapping[str, Any] | None = None,
+    ties: str = "index",
 ) -> dict[str, Any]:
     """Evaluate codes in ``[0, 1]`` both binarised (Hamming ranking) and as they are (L1 ranking).
 
@@ -623,6 +921,10 @@ def evaluate_codes(
     - ``extra_semantic_distances`` (name -> provider or matrix) scores the same two rankings
       with other hierarchies too, as ``"mAHP@k [name]"`` and ``"mAHP@k_continuous [name]"``,
       without ranking the database again.
+
+    ``ties`` (``"index"``, ``"expected"``, ``"best"``, ``"worst"``; module docstring) orders
+    tied distances in both rankings; the keys stay the same, so call it once per order to
+    report the expected value and the spread.
 
     Example::
 
@@ -654,6 +956,7 @@ def evaluate_codes(
             semantic_distance=semantic_distance,
             extra_semantic_distances=extra_semantic_distances,
             ref_includes_query=ref_includes_query,
+            ties=ties,
         )
         out[f"mAP{suffix}"] = float(res["ap"].mean())
         out[f"mAP@k{suffix}"] = float(next(iter(res["ap_k"].values())).mean())
