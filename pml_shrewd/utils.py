@@ -58,3 +58,7 @@ def distance_matrix(distance: BaseDistance, query: torch.Tensor, ref: torch.Tens
     if query.dtype == torch.bfloat16 and not has_cdist_kernel(torch.bfloat16, query.device):
         return distance(query.float(), ref.float()).to(torch.bfloat16)
     return distance(query, ref)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss or regulariser met non-finite intermediate values (an overflow in the codes' dtype)."""

@@ -12,7 +12,7 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from ..distances import ManhattanDistance
 from ..semantic_distances.base import SemanticDistance
-from ..utils import check_embeddings, distance_matrix
+from ..utils import NonFiniteLossError, check_embeddings, distance_matrix
 
 
 class SemanticDistanceLoss(BaseMetricLossFunction):
@@ -248,10 +248,6 @@ def all_pair_indices(n: int, m: int, device: torch.device) -> tuple[torch.Tensor
     """Row and column indices of a flattened ``n x m`` matrix."""
     k = torch.arange(n * m, device=device)
     return k // m, k % m
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss met non-finite intermediate values (an overflow in the codes' dtype)."""
 
 
 def check_number(

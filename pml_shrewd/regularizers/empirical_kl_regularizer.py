@@ -10,7 +10,7 @@ from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.regularizers import BaseRegularizer
 from pytorch_metric_learning.utils import common_functions as c_f
 
-from ..utils import check_embeddings, distance_matrix
+from ..utils import NonFiniteLossError, check_embeddings, distance_matrix
 
 
 class EmpiricalKLRegularizer(BaseRegularizer):
@@ -121,8 +121,6 @@ class EmpiricalKLRegularizer(BaseRegularizer):
             m = len(target)
             losses = dim * losses + math.log(m / (n - 1))
         if not torch.isfinite(losses).all():
-            from ..losses.semantic_distance_loss import NonFiniteLossError  # here: no import cycle
-
             raise NonFiniteLossError(
                 f"{type(self).__name__}: the nearest-neighbour log-distances log nu(z; u) - log nu(z; z) "
                 f"are not finite ({int((~torch.isfinite(losses)).sum())} of {n} codes): the distances "

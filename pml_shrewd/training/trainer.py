@@ -346,6 +346,7 @@ class Trainer:
                 leave=False,
                 mininterval=2,
             )
+            shown = (0, 0)
             for images, labels, bad in bar:
                 self._note_bad(self.train_set, bad)
                 sizes = self.batch_sizes(len(labels))  # the same list on every process: lockstep
@@ -354,7 +355,10 @@ class Trainer:
                 else:
                     losses.append(self.train_step(images.to(acc.device), labels.to(acc.device)))
                 self.step += 1
-                bar.set_postfix(self._bar_stats(losses), refresh=False)
+                # Redrawn at once when a skip count changes; otherwise at tqdm's own pace.
+                counts = (len(self.bad_samples), self.skipped_batches)
+                bar.set_postfix(self._bar_stats(losses), refresh=counts != shown)
+                shown = counts
                 if c.checkpoint_every_steps and self.step % c.checkpoint_every_steps == 0:
                     self.save_checkpoint()
                 if self.step >= self.total_steps or (c.max_steps is not None and self.step >= c.max_steps):
