@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .._cache import cache_dir
 from ..semantic_distances import build_semantic_distance
@@ -82,6 +82,11 @@ def build_datasets(
     seed: int = 0,
     max_train_samples: int | None = None,
     max_test_samples: int | None = None,
+    *,
+    caption_target: str = "mean",
+    train_captions: Sequence[int] | None = None,
+    held_out_captions: Sequence[int] | str | None = None,
+    caption_splits: str | os.PathLike | None = "auto",
 ) -> tuple[SampleView, SampleView]:
     """Train and test data sets (database and queries) of one layout.
 
@@ -90,12 +95,17 @@ def build_datasets(
             ``"npz"`` (``x_train``/``y_train``/``x_test``/``y_test``/``classes``),
             ``"folder"`` (``path/train/<class>/`` and ``path/test/<class>/`` (or
             ``val/``); a folder without them is split by ``test_fraction``),
-            ``"captions"`` (CSV/JSONL of image + caption; its ``split`` column or a
-            ``test_fraction`` split; both splits share one caption table), or ``"auto"``.
+            ``"captions"`` (CSV/JSONL of image + caption, one sample per image with all its
+            captions; its ``split`` column, a ``splits.csv`` beside it (``caption_splits``),
+            or a ``test_fraction`` split; test = the ``test`` images, else ``val``/``dev``;
+            both splits share one caption table), or ``"auto"``.
         path: file or folder of the data.
         train_transform / eval_transform: e.g. ``model.transform(train=True/False)``.
         download: let torchvision download CIFAR (needs internet).
         max_train_samples / max_test_samples: seeded random subsets (quick runs).
+        caption_target, train_captions, held_out_captions, caption_splits: captioned data only,
+            :class:`CaptionedImages`'s ``target``, ``train_captions``, ``held_out_captions`` and
+            ``splits`` (its ``seed`` is ``seed``).
 
     Example::
 
@@ -127,16 +137,20 @@ def build_datasets(
             tr_idx, te_idx = split_indices(len(base), test_fraction, seed)
             train, test = SampleView(base, tr_idx), SampleView(base, te_idx)
     elif kind == "captions":
-        base = CaptionedImages(path)
+        base = CaptionedImages(
+            path,
+            target=caption_target,
+            seed=seed,
+            train_captions=train_captions,
+            held_out_captions=held_out_captions,
+            splits=caption_splits,
+        )
         splits = base.splits
         if any(s is not None for s in splits):
-            bad = {s for s in splits if s not in ("train", "test", "val")}
-            if bad:
-                raise ValueError(
-                    f"captions {path!r}: split values must be train/test/val, got {sorted(map(str, bad))}"
-                )
-            tr_idx = [i for i, s in enumerate(splits) if s == "train"]
-            te_idx = [i for i, s in enumerate(splits) if s in ("test", "val")]
+            # Queries are the "test" images; a file without them tests on "val"/"dev". Images of no
+            # split (Flickr8k's 91 unlisted ones) are left out of both.
+            tr_idx = base.indices_of("train")
+            te_idx = base.indices_of("test") or base.indices_of("dev")
         else:
             tr_idx, te_idx = split_indices(len(base), test_fraction, seed)
         train, test = SampleView(base, tr_idx), SampleView(base, te_idx)
@@ -165,14 +179,17 @@ def semantic_distance_for(
       classes (wnids, synset names, CIFAR names, ``<name>.n.01``), or the tree of
       ``hierarchy_file`` with the classes matched to its nodes by name.
     - ``"label"``: ``LabelDistance`` (0 same label, 1 otherwise; the classic baseline).
-    - ``"sentence"``: ``SentenceEmbeddingDistance`` over the captions, or over
-      ``"a photo of a <class>"`` for class-labelled data.
+    - ``"sentence"``: for captioned data ``dataset.semantic_distance()`` (a ``CaptionSetDistance``
+      over each image's training captions, its ``target``: mean embedding or a caption drawn per
+      epoch), else ``SentenceEmbeddingDistance`` over ``"a photo of a <class>"``.
 
     Example::
 
         provider = semantic_distance_for(train, kind="hierarchy")
         d = provider(torch.tensor([0, 1]), torch.tensor([2]))
     """
+    if kind == "sentence" and getattr(dataset, "caption_sets", None) is not None:
+        return dataset.semantic_distance(model=sentence_model)  # ids = image ids, the data set's target
     captions = getattr(dataset, "captions", None)
     return build_semantic_distance(
         kind,

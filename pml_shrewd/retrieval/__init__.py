@@ -1,8 +1,10 @@
 """Retrieval and evaluation: binary codes, faiss Hamming search, mAP / P@k / HP@k / mAHP@k (with
 ``ties=``), and the anchors' protocols (Barz & Denzler leave-one-out, DeepHash-pytorch mAP@topk,
-Making Better Mistakes hdist@k / mistake severity)."""
+Making Better Mistakes hdist@k / mistake severity), and held-out caption scoring (graded mAHP@k and
+nDCG@k by sentence or model-free word relevance)."""
 
 from .accuracy_calculator import HammingKNN, HashingAccuracyCalculator
+from .captions import CAPTION_RELEVANCES, caption_relevance, evaluate_caption_codes, ndcg_at_k
 from .codes import binarize, pack_codes, unpack_codes
 from .hash_index import HashIndex
 from .metrics import (
@@ -31,6 +33,10 @@ __all__ = [
     "deephash_map",
     "hierarchical_distance_at_k",
     "mistake_severity",
+    "CAPTION_RELEVANCES",
+    "caption_relevance",
+    "evaluate_caption_codes",
+    "ndcg_at_k",
     "HashingAccuracyCalculator",
     "HammingKNN",
     "plot_hp_curves",

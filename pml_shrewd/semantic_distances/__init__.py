@@ -1,6 +1,13 @@
 """Semantic-distance providers: ``provider(ids_a, ids_b) -> (A, B)`` distances in [0, 1]."""
 
 from .base import SemanticDistance
+from .caption_sets import (
+    CAPTION_TARGETS,
+    CaptionSetDistance,
+    CaptionWordDistance,
+    content_lemmas,
+    draw_captions,
+)
 from .factory import SEMANTIC_KINDS, build_semantic_distance, hierarchy_for_classes
 from .hierarchy import HierarchyDistance
 from .label import LabelDistance
@@ -23,6 +30,11 @@ __all__ = [
     "MatrixDistance",
     "PowerDistance",
     "SentenceEmbeddingDistance",
+    "CaptionSetDistance",
+    "CaptionWordDistance",
+    "CAPTION_TARGETS",
+    "content_lemmas",
+    "draw_captions",
     "SEMANTIC_KINDS",
     "build_semantic_distance",
     "hierarchy_for_classes",

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 from .base import SemanticDistance
+from .caption_sets import CaptionSetDistance
 from .hierarchy import HierarchyDistance, read_edges, wordnet_class_mapping
 from .label import LabelDistance
 from .sentence import SentenceEmbeddingDistance, default_sentence_model
@@ -33,17 +34,25 @@ def build_semantic_distance(
     captions: Sequence[str] | None = None,
     hierarchy_file: str | os.PathLike | None = None,
     sentence_model: str | os.PathLike | None = None,
+    caption_sets: Sequence[Sequence[str]] | None = None,
+    caption_target: str = "mean",
+    caption_seed: int = 0,
 ) -> SemanticDistance:
-    """The provider of ``kind`` for class ids (``classes``) or caption ids (``captions``).
+    """The provider of ``kind`` for class ids (``classes``), caption ids (``captions``) or image
+    ids of images with several captions each (``caption_sets``).
 
-    Id ``i`` stands for ``classes[i]`` (or ``captions[i]``, which then take precedence).
+    Id ``i`` stands for ``classes[i]`` (or ``captions[i]``, or ``caption_sets[i]``; the
+    caption forms take precedence, ``caption_sets`` first).
 
     - ``"hierarchy"``: :func:`hierarchy_for_classes` (Barz & Denzler's height-of-LCS
       distance; WordNet, or ``hierarchy_file`` matched to ``classes`` by name).
     - ``"label"``: :class:`LabelDistance` (0 same id, 1 otherwise; the classic baseline).
     - ``"sentence"``: :class:`SentenceEmbeddingDistance` over the captions, or over
       ``"a photo of a <class>"`` (wnids as their WordNet names) for classes;
-      ``sentence_model`` defaults to :func:`default_sentence_model`.
+      ``sentence_model`` defaults to :func:`default_sentence_model`; with ``caption_sets``
+      a :class:`CaptionSetDistance` (``caption_target="mean"``: the normalised mean embedding
+      of each image's captions, ``"random"``: one caption per image drawn each epoch from
+      ``(caption_seed, epoch, id)``).
 
     Example::
 
@@ -53,6 +62,20 @@ def build_semantic_distance(
     """
     if kind not in SEMANTIC_KINDS:
         raise ValueError(f"semantic distance kind must be one of {SEMANTIC_KINDS}, got {kind!r}")
+    if caption_sets is not None:
+        if isinstance(caption_sets, str):
+            raise TypeError("build_semantic_distance: caption_sets must be a list of caption lists")
+        caption_sets = list(caption_sets)
+        if kind == "label":
+            return LabelDistance(len(caption_sets))
+        if kind == "hierarchy":
+            raise ValueError("captioned data has no class hierarchy: use the 'sentence' semantic distance")
+        return CaptionSetDistance(
+            caption_sets,
+            target=caption_target,
+            seed=caption_seed,
+            model=sentence_model or default_sentence_model(),
+        )
     if captions is not None:
         if isinstance(captions, str):
             raise TypeError("build_semantic_distance: captions must be a list of strings, not one string")
