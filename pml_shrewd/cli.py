@@ -94,6 +94,9 @@ FIELD_HELP = {
     "seed": "random seed",
     "mixed_precision": "mixed precision: auto | no | fp16 | bf16",
     "num_workers": "data-loader worker processes",
+    "caption_target": "captioned images: mean of their captions' embeddings, or one caption drawn per epoch (random)",
+    "train_captions": "caption positions that train (e.g. 0 1 2); the rest may be held out",
+    "held_out_captions": "caption positions held out for evaluation (e.g. 3 4)",
     "hp_k": "k of the evaluation's mAHP@k",
     "max_db_samples": "random database subset of this size for evaluation",
     "print_epochs": "print one summary line per epoch",
@@ -173,6 +176,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             )
         elif base in (int, float, str):
             group.add_argument(*flags, dest=f.name, type=base, default=None, help=help_text)
+        elif typing.get_origin(base) is list and typing.get_args(base)[0] in (int, float, str):
+            item = typing.get_args(base)[0]  # e.g. --train-captions 0 1 2
+            group.add_argument(*flags, dest=f.name, type=item, nargs="+", default=None, help=help_text)
         else:  # e.g. a dict or list field: given as JSON on the command line
             group.add_argument(*flags, dest=f.name, type=json.loads, default=None, help=help_text + " (JSON)")
 

@@ -384,3 +384,31 @@ def test_ndcg_ideal_ranking_is_one_and_self_exclusion():
     db_codes[one_query, 0] = np.arange(10) / 10
     score = ndcg_at_k(db_codes[:1], db_codes, ids[:1], ids, relevance=provider, k=5, distance="l1")
     assert score == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- the training path
+
+
+@pytest.mark.parametrize("target", ["mean", "random"])
+def test_the_trainer_targets_all_training_captions_of_each_image(tmp_path, target):
+    from pml_shrewd.training import TrainConfig, build_run
+
+    csv_path, names, _ = write_multi(tmp_path / "cap", n=12, split_column=True)
+    config = TrainConfig(
+        dataset="captions", data_path=str(csv_path), semantic="sentence", backbone="test_resnet",
+        num_bits=8, image_size=16, small_images=True, batch_size=4, epochs=1, num_workers=0,
+        mixed_precision="no", output_dir=str(tmp_path / "run"), caption_target=target,
+        train_captions=[0, 1, 2], held_out_captions=[3, 4],
+    )  # fmt: skip
+    run = build_run(config)
+    base = run["train_set"].base
+    assert len(run["train_set"]) == 8 and all(len(c) == 3 for c in base.caption_sets)
+    assert all(len(c) == 2 for c in base.held_out_sets)
+    provider = run["loss_fn"].semantic_distance
+    assert isinstance(provider, CaptionSetDistance)  # image ids, not the first caption of each image
+    expected = build_semantic_distance("sentence", caption_sets=base.caption_sets)
+    torch.testing.assert_close(provider.mean_embeddings, expected.mean_embeddings)
+    if target == "random":  # drawn afresh each epoch by the provider itself; scored on the mean
+        assert provider in run["callbacks"] and run["evaluator"].semantic_distance is not provider
+    else:
+        assert provider not in run["callbacks"] and run["evaluator"].semantic_distance is provider

@@ -56,6 +56,9 @@ def build_data(config: TrainConfig, model: HashingModel) -> tuple[SampleView, Sa
         seed=config.seed,
         max_train_samples=config.max_train_samples,
         max_test_samples=config.max_test_samples,
+        caption_target=config.caption_target,
+        train_captions=config.train_captions,
+        held_out_captions=config.held_out_captions,
     )
     if config.validation_fraction:
         rest, val = validation_split(len(train), config.validation_fraction, config.seed)
@@ -150,7 +153,12 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
         captions=captions,
         hierarchy_file=config.hierarchy_file,
         sentence_model=config.sentence_model,
+        # Several captions per image: targets over image ids, from all the training captions.
+        caption_sets=getattr(train, "caption_sets", None),
+        caption_target=config.caption_target,
+        caption_seed=config.seed,
     )
+    random_captions = config.caption_target == "random" and hasattr(semantic_distance, "as_mean")
     trained, export = model, None
     if config.cache_features:
         train_features, test_features = build_feature_data(config, model, train, test, database)
@@ -169,7 +177,7 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
         **config.objective_settings(),
     )
     evaluator = RetrievalEvaluator(
-        semantic_distance,
+        semantic_distance.as_mean() if random_captions else semantic_distance,  # score the mean target
         k=config.hp_k,
         max_db_samples=config.max_db_samples,
         seed=config.seed,
@@ -183,7 +191,9 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
         database_set=database,
         sampler=build_sampler(config, train),
         evaluator=evaluator,
-        callbacks=build_callbacks(config, total_steps_of(config, len(train))),
+        # A per-epoch caption draw is the provider's own on_step_start.
+        callbacks=build_callbacks(config, total_steps_of(config, len(train)))
+        + ([semantic_distance] if random_captions else []),
         export_model=export,
     )
 

@@ -60,6 +60,12 @@ class TrainConfig:
     semantic: str = "hierarchy"  # hierarchy | label | sentence
     hierarchy_file: str | None = None
     sentence_model: str | None = None
+    # Captioned data with several captions per image: the image's target is the normalised mean
+    # of its captions' embeddings ("mean") or one caption drawn per epoch ("random");
+    # train_captions / held_out_captions pick caption positions (e.g. [0, 1, 2] / [3, 4]).
+    caption_target: str = "mean"
+    train_captions: list[int] | None = None
+    held_out_captions: list[int] | None = None
     # model
     backbone: str = "resnet18"
     num_bits: int = 64
@@ -156,6 +162,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
         if self.batch_size < 2:
             raise ValueError("TrainConfig.batch_size must be >= 2 (the losses compare pairs)")
+        if self.caption_target not in ("mean", "random"):
+            raise ValueError(f"TrainConfig.caption_target must be mean|random, got {self.caption_target!r}")
         if self.sim_error not in ("squared", "absolute"):
             raise ValueError(f"TrainConfig.sim_error must be squared|absolute, got {self.sim_error!r}")
         if self.cache_features and not self.freeze_backbone:
