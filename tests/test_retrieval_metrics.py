@@ -409,3 +409,12 @@ def test_bfloat16_codes_are_converted():
         mahp_at_k(qf, df, ql, dl, semantic_distance=dmat, k=30)
     )
     assert evaluate_codes(qh, dh, ql, dl)["mAP"] == evaluate_codes(qf, df, ql, dl)["mAP"]
+
+
+def test_long_rankings_show_a_progress_bar(capsys):
+    rng = np.random.default_rng(0)
+    q, db = rng.integers(0, 2, (2000, 16)), rng.integers(0, 2, (60000, 16))
+    mean_average_precision(q, db, np.zeros(2000, int), np.zeros(60000, int), k=10)
+    assert "ranking" in capsys.readouterr().err  # 1.2e8 pairs: long enough to show one
+    mean_average_precision(q[:10], db[:10], np.zeros(10, int), np.zeros(10, int))
+    assert "ranking" not in capsys.readouterr().err
