@@ -115,6 +115,14 @@ def test_benchmark_runs_end_to_end_and_its_codes_recompute(tmp_path, data, cache
         )
     printed = capsys.readouterr().out
     assert "PASS" in printed or "FAIL" in printed
+    # The anchors' protocols read the same codes: ties by index are the table's own figures.
+    anchors = load_recipe("anchor_protocols").main([str(out), "--cifar", "cifar10", "--k", "5"])
+    for name, row in saved["results"].items():
+        a = anchors["results"][name]
+        assert a["mAP [index]"] == pytest.approx(row["mAP"], abs=1e-9)
+        assert a["mAHP@k [index]"] == pytest.approx(row["mAHP@k"], abs=1e-9)
+        assert a["mAP [worst]"] <= a["mAP [expected]"] <= a["mAP [best]"]
+    assert json.loads((out / "anchors.json").read_text())["results"].keys() == saved["results"].keys()
 
 
 def test_a_benchmark_row_is_the_cli_run_of_its_config(tmp_path, data, cache):
@@ -179,3 +187,18 @@ def test_cached_features_are_the_backbones_outputs(tmp_path, data, cache):
     ]
     again = cached_features(model, test, tmp_path / "features")  # read back from the cache
     assert torch.equal(again.features, features.features) and again.names == features.names
+
+
+def test_head_settings_do_not_change_the_feature_cache_key(data):
+    from pml_shrewd.data import build_datasets
+    from pml_shrewd.models import HashingModel
+    from pml_shrewd.training.features import feature_cache_key
+
+    _, test = build_datasets("folder", data)
+    key = feature_cache_key(HashingModel("test_resnet", num_bits=8, image_size=32), test)
+    same = HashingModel(
+        "test_resnet", num_bits=64, image_size=32, hidden_dim=16, batch_norm=True, drop_rate=0.3
+    )
+    assert feature_cache_key(same, test) == key  # the head's settings: the same features
+    assert feature_cache_key(HashingModel("test_resnet", num_bits=8, image_size=48), test) != key
+    assert feature_cache_key(HashingModel("test_resnet", num_bits=8, image_size=32), test, "w.pth") != key

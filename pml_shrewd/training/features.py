@@ -26,13 +26,19 @@ class _ChannelsLast(nn.Module):
         return self.backbone(x.to(memory_format=torch.channels_last))
 
 
+HEAD_SETTINGS = ("num_bits", "num_classes", "hidden_dim", "batch_norm", "standardize_features", "drop_rate")
+
+
 def feature_cache_key(model, dataset, weights: str | None = None) -> str:
     """A key that changes with the backbone, its weights file, the input transform and the images."""
     names = [dataset.sample_name(i) for i in range(len(dataset))]
     stamp = os.stat(weights).st_size if weights and os.path.isfile(weights) else None
+    # Head settings (bits, hidden width, BatchNorm, dropout before the head, ...) do not change
+    # the backbone's eval-mode features: they must not force a new extraction.
+    backbone = {k: v for k, v in model.config.items() if k not in HEAD_SETTINGS}
     payload = json.dumps(
         dict(
-            model=model.config,
+            model=backbone,
             weights=[weights, stamp],
             data=str(model.data_config),
             n=len(names),

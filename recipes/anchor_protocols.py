@@ -1,0 +1,102 @@
+"""The published anchors' protocols and tie-aware figures, from a benchmark's saved codes (issue 17).
+
+    python recipes/anchor_protocols.py benchmarks/results/cifar100 \\
+        --hierarchy-file recipes/configs/hierarchies/cifar100_cifar.parent-child.txt
+
+For every ``codes/*.npz`` of a ``benchmark_cifar.py`` output (binary codes, labels, image paths):
+mAP and mAHP@k with Hamming ties broken by database index (the tables' rule), in expectation over
+all orders inside tied groups, and at the best and worst order; Barz & Denzler's leave-one-out
+mAHP@k on the test set (the protocol of their published 0.8312 / 0.8621); DeepHash-pytorch's
+``CalcTopMap`` mAP@1000 and mAP@all; Making Better Mistakes' hierarchical distance of the top k
+and mistake severity. Writes ``anchors.json`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pml_shrewd import HierarchyDistance
+from pml_shrewd.retrieval import mahp_at_k, mean_average_precision, unpack_codes
+from pml_shrewd.retrieval.protocols import (
+    deephash_map,
+    hierarchical_distance_at_k,
+    leave_one_out_mahp,
+    mistake_severity,
+)
+
+TIES = ("index", "expected", "best", "worst")
+
+
+def anchors(codes_file: Path, tree, k: int) -> dict:
+    """Every figure of one codes file."""
+    data = np.load(codes_file)
+    bits = int(data["bits"])
+    q, db = unpack_codes(data["test_codes"], bits), unpack_codes(data["train_codes"], bits)
+    ql, dl = data["test_labels"].astype(np.int64), data["train_labels"].astype(np.int64)
+    out: dict = {"bits": bits}
+    for ties in TIES:
+        out[f"mAP [{ties}]"] = mean_average_precision(q, db, ql, dl, ties=ties)
+        out[f"mAHP@k [{ties}]"] = mahp_at_k(q, db, ql, dl, semantic_distance=tree, k=k, ties=ties)
+    out["Barz LOO mAHP@k (test set)"] = leave_one_out_mahp(q, ql, semantic_distance=tree, k=k)
+    out["DeepHash mAP@1000"] = deephash_map(q, db, ql, dl, topk=1000)
+    out["DeepHash mAP@all"] = deephash_map(q, db, ql, dl, topk=None)
+    out["hdist@k"] = hierarchical_distance_at_k(q, db, ql, dl, semantic_distance=tree, k=k)
+    out["mistake severity"] = mistake_severity(q, db, ql, dl, semantic_distance=tree)
+    return {key: float(v) if not isinstance(v, int) else v for key, v in out.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results_dir", help="an --out folder of benchmark_cifar.py (with codes/ and results.json)")
+    p.add_argument(
+        "--hierarchy-file", default=None, help="Barz & Denzler's tree (default: the library's WordNet)"
+    )
+    p.add_argument("--cifar", choices=["cifar10", "cifar100"], default="cifar100")
+    p.add_argument("--k", type=int, default=250)
+    p.add_argument("--only", nargs="*", default=None, help="row names (default: every row of results.json)")
+    args = p.parse_args(argv)
+    results_dir = Path(args.results_dir)
+    classes = None
+    if args.hierarchy_file:
+        tree = HierarchyDistance.from_file(args.hierarchy_file)
+        classes = "Barz & Denzler"
+    else:
+        tree = HierarchyDistance.cifar100() if args.cifar == "cifar100" else HierarchyDistance.cifar10()
+        classes = "WordNet (pml_shrewd)"
+    from pml_shrewd.benchmarking.report import variant_slug
+
+    rows = {}
+    names = args.only or list(json.loads((results_dir / "results.json").read_text())["results"])
+    for name in names:
+        started = time.time()
+        rows[name] = anchors(results_dir / "codes" / f"{variant_slug(name)}.npz", tree, args.k)
+        print(f"{name}: {time.time() - started:.0f} s", flush=True)
+    out = dict(hierarchy=classes, k=args.k, ties=list(TIES), results=rows)
+    (results_dir / "anchors.json").write_text(json.dumps(out, indent=2))
+    print(markdown(out))
+    return out
+
+
+def markdown(out: dict) -> str:
+    k = out["k"]
+    head = ["variant", "mAP (index / expected / best-worst)", f"mAHP@{k} (index / expected / best-worst)",
+            f"Barz LOO mAHP@{k}", "DeepHash mAP@1000 / @all", f"hdist@{k}", "mistake severity"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in out["results"].items():
+        lines.append(
+            f"| {name} | {r['mAP [index]']:.4f} / {r['mAP [expected]']:.4f} / "
+            f"{r['mAP [worst]']:.4f}-{r['mAP [best]']:.4f} | {r['mAHP@k [index]']:.4f} / "
+            f"{r['mAHP@k [expected]']:.4f} / {r['mAHP@k [worst]']:.4f}-{r['mAHP@k [best]']:.4f} | "
+            f"{r['Barz LOO mAHP@k (test set)']:.4f} | {r['DeepHash mAP@1000']:.4f} / {r['DeepHash mAP@all']:.4f} | "
+            f"{r['hdist@k']:.4f} | {r['mistake severity']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
