@@ -14,7 +14,6 @@ Id ``i`` stands for image ``i`` and its caption set ``caption_sets[i]``.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from .base import SemanticDistance
-from .sentence import SentenceEmbeddingDistance, default_sentence_model
+from .sentence import SentenceEmbeddingDistance, UnitEmbeddingDistance, default_sentence_model
 
 __all__ = [
     "CAPTION_TARGETS",
@@ -116,7 +115,7 @@ def _encode(texts: list[str], model: Any, batch_size: int, device, show_progress
     return torch.as_tensor(out).detach().to("cpu", torch.float32)
 
 
-class CaptionSetDistance(SemanticDistance):
+class CaptionSetDistance(UnitEmbeddingDistance):
     """Sentence-embedding distances between images, each with a set of captions.
 
     Every caption is encoded once (L2-normalised). The embedding of image ``i`` is
@@ -145,8 +144,6 @@ class CaptionSetDistance(SemanticDistance):
         drawn = CaptionSetDistance(sets, target="random", seed=0)
         drawn.set_epoch(3)                             # one caption per image, drawn for epoch 3
     """
-
-    check_output = False  # in [0, 1] by construction
 
     def __init__(
         self,
@@ -233,21 +230,6 @@ class CaptionSetDistance(SemanticDistance):
         other.target = "mean"
         other._set_table()
         return other
-
-    def _on(self, device: torch.device) -> torch.Tensor:
-        if device.type == "cpu":
-            return self.embeddings
-        cached = self._per_device.get(device)
-        if cached is None:
-            cached = self._per_device[device] = self.embeddings.to(device)
-        return cached
-
-    def pairwise(self, ids_a: torch.Tensor, ids_b: torch.Tensor) -> torch.Tensor:
-        emb = self._on(ids_a.device)
-        cos = (emb[ids_a] @ emb[ids_b].T).clamp_(-1.0, 1.0)
-        d = (1.0 - cos) / 2.0 if self.metric == "cosine" else torch.arccos(cos) / math.pi
-        d = d.masked_fill_(ids_a[:, None] == ids_b[None, :], 0.0)
-        return d.clamp_(0.0, 1.0)
 
     def __repr__(self) -> str:
         return (

@@ -35,7 +35,35 @@ def default_sentence_model() -> str:
     return local if os.path.isdir(local) else DEFAULT_SENTENCE_MODEL
 
 
-class SentenceEmbeddingDistance(SemanticDistance):
+class UnitEmbeddingDistance(SemanticDistance):
+    """Distances between ids through a table of unit-norm embeddings (``self.embeddings``, one row
+    per id): ``(1 - cos) / 2`` (``metric="cosine"``) or ``arccos(cos) / pi`` (``"angular"``).
+    The shared pairwise step of :class:`SentenceEmbeddingDistance` and ``CaptionSetDistance``;
+    subclasses set ``embeddings``, ``metric`` and a ``_per_device`` dict."""
+
+    check_output = False  # in [0, 1] by construction
+
+    def _on(self, device: torch.device) -> torch.Tensor:
+        if device.type == "cpu":
+            return self.embeddings
+        cached = self._per_device.get(device)
+        if cached is None:
+            cached = self._per_device[device] = self.embeddings.to(device)
+        return cached
+
+    def pairwise(self, ids_a: torch.Tensor, ids_b: torch.Tensor) -> torch.Tensor:
+        emb = self._on(ids_a.device)
+        cos = (emb[ids_a] @ emb[ids_b].T).clamp_(-1.0, 1.0)
+        if self.metric == "cosine":
+            d = (1.0 - cos) / 2.0
+        else:
+            d = torch.arccos(cos) / math.pi
+        # Rounding leaves ~1e-7 (cosine) or ~3e-4 (angular) on equal ids: make it 0.
+        d = d.masked_fill_(ids_a[:, None] == ids_b[None, :], 0.0)
+        return d.clamp_(0.0, 1.0)
+
+
+class SentenceEmbeddingDistance(UnitEmbeddingDistance):
     """Distances between free-text targets (captions, tags) via sentence embeddings.
 
     The weakly supervised setting of SHREWD (Arponen & Bishop, arXiv 2005.04917):
@@ -65,8 +93,6 @@ class SentenceEmbeddingDistance(SemanticDistance):
         loss_fn = SemanticDistanceLoss(provider)
         d = provider(torch.tensor([0, 1, 2]))  # dog-puppy small, dog-bridge large
     """
-
-    check_output = False  # in [0, 1] by construction
 
     def __init__(
         self,
@@ -138,25 +164,6 @@ class SentenceEmbeddingDistance(SemanticDistance):
         if zero.any():
             raise ValueError(f"SentenceEmbeddingDistance: embedding {int(zero.nonzero()[0])} is all zeros")
         return emb
-
-    def _on(self, device: torch.device) -> torch.Tensor:
-        if device.type == "cpu":
-            return self.embeddings
-        cached = self._per_device.get(device)
-        if cached is None:
-            cached = self._per_device[device] = self.embeddings.to(device)
-        return cached
-
-    def pairwise(self, ids_a: torch.Tensor, ids_b: torch.Tensor) -> torch.Tensor:
-        emb = self._on(ids_a.device)
-        cos = (emb[ids_a] @ emb[ids_b].T).clamp_(-1.0, 1.0)
-        if self.metric == "cosine":
-            d = (1.0 - cos) / 2.0
-        else:
-            d = torch.arccos(cos) / math.pi
-        # Rounding leaves ~1e-7 (cosine) or ~3e-4 (angular) on equal ids: make it 0.
-        d = d.masked_fill_(ids_a[:, None] == ids_b[None, :], 0.0)
-        return d.clamp_(0.0, 1.0)
 
     def __repr__(self) -> str:
         return f"SentenceEmbeddingDistance(num_ids={self.num_ids}, dim={self.embeddings.shape[1]}, metric={self.metric!r})"
