@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from pml_shrewd.benchmarking import check_claims, load_rows, run_rows
+from pml_shrewd.benchmarking.claims import plain_rows
 from pml_shrewd.benchmarking.report import markdown_table, update_benchmarks_md, write_report
 from pml_shrewd.cli import add_config_flags
 
@@ -159,7 +160,7 @@ def prepare_features(config) -> None:
 
 def plotted_rows(results: dict) -> list[str]:
     """SHREWD, L_cls and the best PML baseline (plain rows), when present."""
-    plain = {r["variant"]: n for n, r in results.items() if not r["reference"] and not r["sweep"]}
+    plain = plain_rows(results)
     pml = [plain[v] for v in ("contrastive", "triplet", "multisimilarity") if v in plain]
     best = max(pml, key=lambda n: results[n]["mAHP@k"]) if pml else None
     return [n for n in (plain.get("shrewd"), plain.get("cls"), best) if n is not None]

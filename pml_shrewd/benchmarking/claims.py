@@ -21,15 +21,7 @@ def check_claims(rows: Mapping[str, Mapping[str, Any]], margin: float = 0.03) ->
     of them. "a > b" claims are strict; a margin is "at least" (to 1e-9: 0.71 - 0.68 is 0.0299...).
     """
 
-    def plain(variant: str | None) -> str | None:
-        return next(
-            (
-                n
-                for n, r in rows.items()
-                if r.get("variant") == variant and not r.get("reference") and not r.get("sweep")
-            ),
-            None,
-        )
+    plain = plain_rows(rows).get
 
     def mahp(name: str | None) -> float | None:
         return None if name is None else rows[name]["mAHP@k"]
@@ -80,6 +72,16 @@ def check_claims(rows: Mapping[str, Mapping[str, Any]], margin: float = 0.03) ->
         drop(kl_cls),
     )
     return checks
+
+
+def plain_rows(rows: Mapping[str, Mapping[str, Any]]) -> dict[str | None, str]:
+    """``{variant: row name}`` of the rows on the shared budget (neither a reference baseline at its
+    own setting nor a sweep row); the first such row of each variant."""
+    plain: dict[str | None, str] = {}
+    for name, row in rows.items():
+        if not row.get("reference") and not row.get("sweep"):
+            plain.setdefault(row.get("variant"), name)
+    return plain
 
 
 def is_pml_row(row: Mapping[str, Any]) -> bool:

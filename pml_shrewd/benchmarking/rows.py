@@ -72,6 +72,7 @@ def run_row(
     one that also scores ``extra_hierarchies`` and keeps the codes; classical rows use the
     same cached features (standardised as the heads see them) and the same evaluator.
     """
+    from ..models.hash_head import feature_statistics
     from ..retrieval import evaluate_codes
     from ..training import RetrievalEvaluator, Trainer, build_run
     from .classical import itq_codes, lsh_codes
@@ -99,7 +100,7 @@ def run_row(
     else:
         db, queries = run["database_set"], run["test_set"]
         x_db, x_q = db.features.numpy(), queries.features.numpy()
-        mean, std = x_db.mean(0), x_db.std(0) + 1e-6  # the heads' standardisation
+        mean, std = feature_statistics(x_db)  # the heads' standardisation
         x_db, x_q = (x_db - mean) / std, (x_q - mean) / std
         if row.method == "itq":
             z_db, z_q = itq_codes(x_db, x_q, config.num_bits, config.seed)

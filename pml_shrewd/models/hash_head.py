@@ -83,5 +83,13 @@ class HashHead(nn.Module):
         x = features.detach().cpu().numpy().astype("float32", copy=False)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"HashHead: features of shape (N, {self.in_features}) expected, got {x.shape}")
-        self.feature_mean.copy_(torch.from_numpy(x.mean(0)))
-        self.feature_std.copy_(torch.from_numpy(x.std(0) + eps))
+        mean, std = feature_statistics(x, eps)
+        self.feature_mean.copy_(torch.from_numpy(mean))
+        self.feature_std.copy_(torch.from_numpy(std))
+
+
+def feature_statistics(features, eps: float = 1e-6):
+    """Per-feature mean and ``std + eps`` of a float32 (N, D) numpy array: the standardisation of
+    heads on cached features (:meth:`HashHead.set_feature_statistics`) and of the classical
+    baselines on the same features."""
+    return features.mean(0), features.std(0) + eps

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from ..data import FeatureSamples, SampleView, ShuffledEpochs, collate_skipping
 from ..models import HashingModel
-from .builders import default_num_workers
+from .builders import default_num_workers, total_steps_of
 from .config import TrainConfig
 from .inference import encode_dataset
 
@@ -144,12 +144,9 @@ class Trainer:
             raise ValueError(
                 f"the training set has {len(train_set)} samples, fewer than one batch of {config.batch_size}"
             )
-        if config.steps is not None:  # a step budget: as many epochs as it needs, the last one cut
-            self.total_steps = config.steps
-            self.num_epochs = math.ceil(config.steps / self.steps_per_epoch)
-        else:
-            self.total_steps = self.steps_per_epoch * config.epochs
-            self.num_epochs = config.epochs
+        # A step budget takes as many epochs as it needs, the last one cut short.
+        self.total_steps = total_steps_of(config, len(train_set))
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
         # The loss stays outside DDP (most losses have no parameters, which DDP refuses); its
         # state (SHRED's classifier, a cross-batch memory) is checkpointed with the rest.
