@@ -16,7 +16,12 @@ from PIL import Image
 
 from pml_shrewd.data import CaptionedImages, build_datasets, semantic_distance_for
 from pml_shrewd.retrieval import mahp_at_k
-from pml_shrewd.retrieval.captions import caption_relevance, evaluate_caption_codes, ndcg_at_k
+from pml_shrewd.retrieval.captions import (
+    caption_relevance,
+    evaluate_caption_codes,
+    evaluate_caption_embeddings,
+    ndcg_at_k,
+)
 from pml_shrewd.semantic_distances import (
     CaptionSetDistance,
     CaptionWordDistance,
@@ -288,6 +293,12 @@ def slow_reference(qz, dz, qi, di, sim_fn, k, distance):
     for a in range(len(qz)):
         if distance == "hamming":
             dist = [int(np.sum((qz[a] > 0.5) != (dz[b] > 0.5))) for b in range(len(dz))]
+        elif distance == "cosine":
+            qa = qz[a].astype(np.float64)
+            dist = [
+                -float(qa @ dz[b] / (np.linalg.norm(qa) * np.linalg.norm(dz[b].astype(np.float64))))
+                for b in range(len(dz))
+            ]
         else:
             dist = [
                 float(np.sum(np.abs(qz[a].astype(np.float32) - dz[b].astype(np.float32))))
@@ -367,6 +378,35 @@ def test_held_out_evaluation_matches_a_slow_reference(tmp_path):
     }
     with pytest.raises(ValueError, match="needs held_out_captions"):
         evaluate_caption_codes(qz, dz, q_ids, db_ids, relevance="sentence")
+
+
+def test_caption_scores_of_real_vectors_by_cosine_match_the_slow_reference(tmp_path):
+    path, _, _ = write_multi(tmp_path, n=24)
+    ds = CaptionedImages(path, train_captions=(0, 1, 2), held_out_captions=(3, 4))
+    words = caption_relevance(ds.held_out_sets, "words")
+    word = tf_idf_cosine([[w for c in s for w in content_lemmas(c)] for s in ds.held_out_sets])
+    rng = np.random.RandomState(3)
+    q_ids, db_ids = np.arange(6), np.arange(6, 24)
+    for dtype in (np.float32, np.float64):
+        qx, dx = rng.randn(6, 5).astype(dtype), 3.0 * rng.randn(18, 5).astype(dtype)  # any sign, any scale
+        m = evaluate_caption_embeddings(qx, dx, q_ids, db_ids, relevance={"words": words}, k=5)
+        want_ahp, want_ndcg = slow_reference(qx, dx, q_ids, db_ids, word, 5, "cosine")
+        assert m["mAHP@k [words]"] == pytest.approx(want_ahp, abs=1e-6)
+        assert m["nDCG@k [words]"] == pytest.approx(want_ndcg, abs=1e-6)
+        # Cosine is scale-free per row.
+        scaled = evaluate_caption_embeddings(
+            qx * 7.0, dx * rng.uniform(0.1, 5, (18, 1)), q_ids, db_ids, relevance={"words": words}, k=5
+        )
+        assert scaled["mAHP@k [words]"] == pytest.approx(m["mAHP@k [words]"], abs=1e-9)
+    # Ranked by the relevance's own vectors, the ranking is the ideal one: HP@i = 1 for every i, so
+    # the trapezoid over HP@1..HP@k with dx = 1/k (Barz & Denzler's mAHP) is (k - 1) / k; nDCG is 1.
+    tfidf = words.vectors.toarray()
+    ideal = evaluate_caption_embeddings(
+        tfidf[q_ids] + 0.0, tfidf[db_ids], q_ids, db_ids, relevance={"words": words}, k=5
+    )
+    assert ideal["mAHP@k [words]"] == pytest.approx(4 / 5) and ideal["nDCG@k [words]"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="all-zero row"):
+        evaluate_caption_embeddings(np.zeros((6, 5)), dx, q_ids, db_ids, relevance={"words": words}, k=5)
 
 
 def test_ndcg_ideal_ranking_is_one_and_self_exclusion():

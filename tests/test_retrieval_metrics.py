@@ -267,7 +267,7 @@ def test_metric_errors_are_clear():
     with pytest.raises(ValueError, match="labels"):
         mean_average_precision(qb, db, [0, 1], [0, 1, 2, 3])
     with pytest.raises(ValueError, match="distance must be one of"):
-        mean_average_precision(qb, db, [0, 1, 2], [0, 1, 2, 3], distance="cosine")
+        mean_average_precision(qb, db, [0, 1, 2], [0, 1, 2, 3], distance="chebyshev")
     with pytest.raises(ValueError, match="positive integer"):
         precision_at_k(qb, db, [0, 1, 2], [0, 1, 2, 3], k=0)
     with pytest.raises(IndexError, match="semantic distance matrix"):
@@ -418,3 +418,35 @@ def test_long_rankings_show_a_progress_bar(capsys):
     assert "ranking" in capsys.readouterr().err  # 1.2e8 pairs: long enough to show one
     mean_average_precision(q[:10], db[:10], np.zeros(10, int), np.zeros(10, int))
     assert "ranking" not in capsys.readouterr().err
+
+
+def test_cosine_ranking_of_real_vectors_matches_a_loop():
+    from pml_shrewd.retrieval import evaluate_embeddings
+
+    rng = np.random.RandomState(5)
+    dist = rng.rand(4, 4)
+    dist = (dist + dist.T) / 2
+    np.fill_diagonal(dist, 0)
+    for dtype in (np.float32, np.float64):
+        qx, dx = rng.randn(7, 6).astype(dtype), rng.randn(15, 6).astype(dtype) * 4
+        ql, dl = rng.randint(0, 4, 7), rng.randint(0, 4, 15)
+        m = evaluate_embeddings(qx, dx, ql, dl, semantic_distance=dist, k=5)
+        ap, hp = [], []
+        for a in range(7):
+            cos = [float(qx[a] @ dx[b]) / (np.linalg.norm(qx[a]) * np.linalg.norm(dx[b])) for b in range(15)]
+            order = sorted(range(15), key=lambda b: (-cos[b], b))
+            rel = [dl[b] == ql[a] for b in order]
+            hits = np.cumsum(rel)
+            ap.append(sum(hits[i] / (i + 1) for i in range(15) if rel[i]) / max(1, sum(rel)))
+            sims = 1 - dist[ql[a], dl]
+            gained = np.cumsum(sims[order][:5])
+            ideal = np.cumsum(np.sort(sims)[::-1][:5])
+            curve = gained / ideal
+            hp.append(sum((curve[i] + curve[i + 1]) / 2 for i in range(4)) / 5)
+        assert m["k"] == 5
+        assert m["mAP"] == pytest.approx(np.mean(ap), abs=1e-6)
+        assert m["mAHP@k"] == pytest.approx(np.mean(hp), abs=1e-6)
+        again = evaluate_embeddings(
+            qx * 3, dx * rng.uniform(0.5, 2, (15, 1)), ql, dl, semantic_distance=dist, k=5
+        )
+        assert again["mAHP@k"] == pytest.approx(m["mAHP@k"], abs=1e-9)  # cosine: scale-free per row

@@ -4,12 +4,19 @@ Making Better Mistakes hdist@k / mistake severity), and held-out caption scoring
 nDCG@k by sentence or model-free word relevance)."""
 
 from .accuracy_calculator import HammingKNN, HashingAccuracyCalculator
-from .captions import CAPTION_RELEVANCES, caption_relevance, evaluate_caption_codes, ndcg_at_k
+from .captions import (
+    CAPTION_RELEVANCES,
+    caption_relevance,
+    evaluate_caption_codes,
+    evaluate_caption_embeddings,
+    ndcg_at_k,
+)
 from .codes import binarize, pack_codes, unpack_codes
 from .hash_index import HashIndex
 from .metrics import (
     bit_balance,
     evaluate_codes,
+    evaluate_embeddings,
     hp_at_k,
     mahp_at_k,
     mean_average_precision,
@@ -28,6 +35,7 @@ __all__ = [
     "hp_at_k",
     "mahp_at_k",
     "evaluate_codes",
+    "evaluate_embeddings",
     "bit_balance",
     "leave_one_out_mahp",
     "deephash_map",
@@ -36,6 +44,7 @@ __all__ = [
     "CAPTION_RELEVANCES",
     "caption_relevance",
     "evaluate_caption_codes",
+    "evaluate_caption_embeddings",
     "ndcg_at_k",
     "HashingAccuracyCalculator",
     "HammingKNN",

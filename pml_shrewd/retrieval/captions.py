@@ -28,18 +28,22 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import faiss
 import numpy as np
 import torch
 
 from .codes import binarize, check_code_range, to_numpy
-from .metrics import bit_balance, hp_at_k
+from .metrics import DISTANCES, _check_k, _distances, _prepare_codes, _suffixed, bit_balance, hp_at_k
 
-__all__ = ["CAPTION_RELEVANCES", "caption_relevance", "evaluate_caption_codes", "ndcg_at_k"]
+__all__ = [
+    "CAPTION_RELEVANCES",
+    "caption_relevance",
+    "evaluate_caption_codes",
+    "evaluate_caption_embeddings",
+    "ndcg_at_k",
+]
 
 #: The relevance kinds of :func:`caption_relevance`.
 CAPTION_RELEVANCES = ("sentence", "words")
-_DISTANCES = ("hamming", "l1", "l2")
 _CHUNK_ENTRIES = 1 << 22
 
 
@@ -88,32 +92,6 @@ def _ids(ids: Any, n: int, name: str, provider: Any) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _codes(codes: Any, name: str, distance: str) -> np.ndarray:
-    arr = to_numpy(codes, name)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (num_items, num_bits) array, got shape {arr.shape}")
-    if distance == "hamming":
-        check_code_range(arr, name)
-        return binarize(arr).astype(np.float32)
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
-
-
-def _chunk_distances(q: np.ndarray, db: np.ndarray, distance: str) -> np.ndarray:
-    if distance == "hamming":
-        # 0/1 float32 rows: the dot products are exact small integers, so equal codes tie exactly.
-        ones = q @ db.T
-        return (q.sum(1, keepdims=True) + db.sum(1)[None, :] - 2 * ones).astype(np.float32)
-    if distance == "l1":
-        return faiss.pairwise_distances(q, db, metric=faiss.METRIC_L1)  # the kernel metrics.py ranks with
-    d = torch.cdist(
-        torch.from_numpy(q), torch.from_numpy(db), p=2.0, compute_mode="donot_use_mm_for_euclid_dist"
-    )
-    return d.numpy()
-
-
 def _similarities(provider: Any, ids_a: np.ndarray, ids_b: np.ndarray) -> np.ndarray:
     d = to_numpy(provider(torch.as_tensor(ids_a), torch.as_tensor(ids_b)), "relevance").astype(np.float64)
     if d.shape != (len(ids_a), len(ids_b)) or not np.isfinite(d).all():
@@ -146,14 +124,16 @@ def ndcg_at_k(
 
         score = ndcg_at_k(test_z, train_z, test_ids, train_ids, relevance=caption_relevance(held_out), k=100)
     """
-    if distance not in _DISTANCES:
-        raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    q = _codes(query_codes, "query_codes", distance)
-    db = _codes(db_codes, "db_codes", distance)
-    if q.shape[1] != db.shape[1]:
-        raise ValueError(f"query codes have width {q.shape[1]} but database codes {db.shape[1]}")
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    k = _check_k(k)
+    q = _prepare_codes(query_codes, "query_codes", distance)
+    db = _prepare_codes(db_codes, "db_codes", distance)
+    if to_numpy(query_codes).shape[1] != to_numpy(db_codes).shape[1]:
+        raise ValueError(
+            f"query codes have width {to_numpy(query_codes).shape[1]} but database codes "
+            f"{to_numpy(db_codes).shape[1]}"
+        )
     nq, n = len(q), len(db)
     if nq == 0 or n - int(ref_includes_query) <= 0:
         raise ValueError("ndcg_at_k needs queries and a non-empty database")
@@ -164,9 +144,10 @@ def ndcg_at_k(
     discount = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
     out = np.zeros(nq)
     step = max(1, _CHUNK_ENTRIES // n)
+    db_t = None if distance == "hamming" else torch.from_numpy(db)
     for start in range(0, nq, step):
         stop = min(nq, start + step)
-        d = _chunk_distances(q[start:stop], db, distance)
+        d = _distances(q[start:stop], db, distance, db_t).astype(np.float64)
         sims = _similarities(relevance, qi[start:stop], di)
         if ref_includes_query:
             rows = np.arange(stop - start)
@@ -247,45 +228,108 @@ def evaluate_caption_codes(
         print(m["mAHP@k [sentence]"], m["mAHP@k [words]"], m["nDCG@k [sentence]"])
     """
     providers = _relevances(relevance, held_out_captions, sentence_model)
-    if not providers:
-        raise ValueError("evaluate_caption_codes: no relevance to score with")
     if continuous_distance not in ("l1", "l2"):
         raise ValueError(f"continuous_distance must be 'l1' or 'l2', got {continuous_distance!r}")
     qz, dz = to_numpy(query_codes, "query_codes"), to_numpy(db_codes, "db_codes")
     check_code_range(qz, "query_codes")
     check_code_range(dz, "db_codes")
     qb, dbb = binarize(qz, threshold), binarize(dz, threshold)
-    n_eff = len(dz) - int(ref_includes_query)
-    if n_eff <= 0 or len(qz) == 0:
-        raise ValueError("evaluate_caption_codes needs queries and a non-empty database")
-    k = min(int(k), n_eff)
-    out: dict[str, Any] = {"k": k, "relevances": list(providers)}
-    for name, provider in providers.items():
-        for suffix, qc, dc, dist in (("", qb, dbb, "hamming"), ("_continuous", qz, dz, continuous_distance)):
-            curve = hp_at_k(
-                qc,
-                dc,
-                _ids(query_ids, len(qc), "query_ids", provider),
-                _ids(db_ids, len(dc), "db_ids", provider),
-                semantic_distance=provider,
-                k=k,
-                distance=dist,
-                ref_includes_query=ref_includes_query,
-            )
-            # The trapezoid is linear: the area under the mean curve is the mean of the areas (mAHP@k).
-            out[f"mAHP@k{suffix} [{name}]"] = _trapezoid(curve)
-            out[f"nDCG@k{suffix} [{name}]"] = ndcg_at_k(
-                qc,
-                dc,
-                query_ids,
-                db_ids,
-                relevance=provider,
-                k=k,
-                distance=dist,
-                ref_includes_query=ref_includes_query,
-            )
-            if return_curves:
-                out[f"hp_curve{suffix} [{name}]"] = curve.tolist()
+    out: dict[str, Any] = {}
+    for suffix, qc, dc, dist in (("", qb, dbb, "hamming"), ("_continuous", qz, dz, continuous_distance)):
+        figures = _caption_ranking_figures(
+            qc, dc, query_ids, db_ids, providers, k, dist, ref_includes_query, return_curves
+        )
+        out.update(
+            {
+                _suffixed(key, suffix): v
+                for key, v in figures.items()
+                if not (suffix and key in ("k", "relevances"))
+            }
+        )
     out["bit_balance"] = bit_balance(dbb)
     out["quantization_error"] = float(np.abs(dz.astype(np.float64) - dbb).mean()) if dz.size else math.nan
+    return out
+
+
+def evaluate_caption_embeddings(
+    query_embeddings: Any,
+    db_embeddings: Any,
+    query_ids: Any,
+    db_ids: Any,
+    *,
+    relevance: Any = CAPTION_RELEVANCES,
+    held_out_captions: Sequence[Sequence[str]] | None = None,
+    sentence_model: Any = None,
+    k: int = 100,
+    distance: str = "cosine",
+    ref_includes_query: bool = False,
+    return_curves: bool = False,
+) -> dict[str, Any]:
+    """:func:`evaluate_caption_codes`' binary keys (``"k"``, ``"relevances"``, ``"mAHP@k [r]"``,
+    ``"nDCG@k [r]"``, curves) for real vectors that are no codes, ranked by ``distance``
+    (``"cosine"`` by default): e.g. backbone features without hashing, or a random ranking.
+
+    Example::
+
+        m = evaluate_caption_embeddings(test_x, train_x, test.targets, train.targets,
+                                        held_out_captions=data.held_out_sets)
+    """
+    providers = _relevances(relevance, held_out_captions, sentence_model)
+    return _caption_ranking_figures(
+        query_embeddings,
+        db_embeddings,
+        query_ids,
+        db_ids,
+        providers,
+        k,
+        distance,
+        ref_includes_query,
+        return_curves,
+    )
+
+
+def _caption_ranking_figures(
+    qc: Any,
+    dc: Any,
+    query_ids: Any,
+    db_ids: Any,
+    providers: Mapping[str, Any],
+    k: int,
+    distance: str,
+    ref_includes_query: bool,
+    return_curves: bool,
+) -> dict[str, Any]:
+    """HP curve, mAHP@k and nDCG@k of one ranking for every relevance in ``providers``."""
+    if not providers:
+        raise ValueError("caption evaluation: no relevance to score with")
+    n_eff = len(to_numpy(dc, "db_codes")) - int(ref_includes_query)
+    if n_eff <= 0 or len(to_numpy(qc, "query_codes")) == 0:
+        raise ValueError("caption evaluation needs queries and a non-empty database")
+    k = min(_check_k(k), n_eff)
+    out: dict[str, Any] = {"k": k, "relevances": list(providers)}
+    for name, provider in providers.items():
+        curve = hp_at_k(
+            qc,
+            dc,
+            _ids(query_ids, len(qc), "query_ids", provider),
+            _ids(db_ids, len(dc), "db_ids", provider),
+            semantic_distance=provider,
+            k=k,
+            distance=distance,
+            ref_includes_query=ref_includes_query,
+        )
+        # The trapezoid is linear: the area under the mean curve is the mean of the areas (mAHP@k).
+        out[f"mAHP@k [{name}]"] = _trapezoid(curve)
+        out[f"nDCG@k [{name}]"] = ndcg_at_k(
+            qc,
+            dc,
+            query_ids,
+            db_ids,
+            relevance=provider,
+            k=k,
+            distance=distance,
+            ref_includes_query=ref_includes_query,
+        )
+        if return_curves:
+            out[f"hp_curve [{name}]"] = curve.tolist()
     return out

@@ -16,12 +16,13 @@ each name means the same everywhere:
   ``k=None``, the whole ranking (the paper's mAP).
 - ``semantic_distance``: a provider or class-by-class matrix (below); required by the HP
   metrics, optional in :func:`evaluate_codes`.
-- ``distance``: ``"hamming"`` (default), ``"l1"`` or ``"l2"``; ``ref_includes_query`` (below).
+- ``distance``: ``"hamming"`` (default), ``"l1"``, ``"l2"`` or ``"cosine"``; ``ref_includes_query`` (below).
 
 The database is ranked for every query by the distance between codes:
 
 - ``distance="hamming"``: Hamming distance between the bits ``code > 0.5``;
 - ``distance="l1"`` / ``"l2"``: continuous codes, Manhattan / Euclidean distance.
+- ``distance="cosine"``: any real vectors (e.g. backbone features), by cosine similarity.
 
 **Ties** (``ties=``, every function): Hamming distances take only ``K + 1`` values, so
 ties are common and how they are ordered matters (an ImageFolder database is sorted by
@@ -105,10 +106,12 @@ __all__ = [
     "hp_at_k",
     "mahp_at_k",
     "evaluate_codes",
+    "evaluate_embeddings",
     "bit_balance",
 ]
 
-DISTANCES = ("hamming", "l1", "l2")
+#: Rankings: Hamming of binarised codes; L1 / L2 of vectors as they are; cosine (L2 of unit rows).
+DISTANCES = ("hamming", "l1", "l2", "cosine")
 #: Orders inside groups of tied distances (see the module docstring, "Ties").
 TIES = ("index", "expected", "best", "worst")
 #: The one default rank cut-off ``k`` of every metric function (the paper's mAHP@250).
@@ -133,6 +136,11 @@ def _prepare_codes(codes: Any, name: str, distance: str) -> np.ndarray:
     arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
+    if distance == "cosine":
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise ValueError(f"{name} has an all-zero row, which has no cosine to anything")
+        arr = arr / norms  # L2 of unit rows ranks exactly as cosine: |a - b|^2 = 2 - 2 cos
     return np.ascontiguousarray(arr)
 
 
@@ -893,6 +901,101 @@ def bit_balance(bits: Any) -> float:
     return float(np.abs(arr.mean(axis=0, dtype=np.float64) - 0.5).mean())
 
 
+def _suffixed(key: str, suffix: str) -> str:
+    """``"mAHP@k [tree]"`` + ``"_continuous"`` -> ``"mAHP@k_continuous [tree]"``."""
+    head, sep, tail = key.partition(" ")
+    return f"{head}{suffix}{sep}{tail}"
+
+
+def _ranking_figures(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    *,
+    k: int,
+    distance: str,
+    semantic_distance: Any,
+    extra_semantic_distances: Mapping[str, Any] | None,
+    ref_includes_query: bool,
+    return_curves: bool,
+    ties: str,
+) -> dict[str, Any]:
+    """mAP, mAP@k, P@k (and mAHP@k, curves, extra hierarchies) of one ranking."""
+    hp = k if semantic_distance is not None else None
+    res = _rank_queries(
+        query_codes,
+        db_codes,
+        query_labels,
+        db_labels,
+        distance=distance,
+        full_ap=True,
+        ap_ks=(k,),
+        p_ks=(k,),
+        hp_k=hp,
+        semantic_distance=semantic_distance,
+        extra_semantic_distances=extra_semantic_distances,
+        ref_includes_query=ref_includes_query,
+        ties=ties,
+    )
+    out: dict[str, Any] = {
+        "mAP": float(res["ap"].mean()),
+        "mAP@k": float(next(iter(res["ap_k"].values())).mean()),
+        "P@k": float(res["p_k"][k].mean()),
+    }
+    if hp is not None:
+        out["mAHP@k"] = float(_ahp(res["hp"]).mean())
+        if return_curves:
+            out["hp_curve"] = res["hp"].mean(axis=0).tolist()
+        for name, rows in res["hp_extra"].items():
+            out[f"mAHP@k [{name}]"] = float(_ahp(rows).mean())
+    return out
+
+
+def evaluate_embeddings(
+    query_embeddings: Any,
+    db_embeddings: Any,
+    query_labels: Any,
+    db_labels: Any,
+    *,
+    semantic_distance: Any = None,
+    k: int = DEFAULT_K,
+    distance: str = "cosine",
+    ref_includes_query: bool = False,
+    return_curves: bool = False,
+    extra_semantic_distances: Mapping[str, Any] | None = None,
+    ties: str = "index",
+) -> dict[str, Any]:
+    """The keys of :func:`evaluate_codes`' binary ranking (``"k"``, ``"mAP"``, ``"mAP@k"``, ``"P@k"``,
+    ``"mAHP@k"``, curves, extra hierarchies) for real vectors that are no codes, e.g. backbone
+    features ranked by cosine (no hashing): the continuous reference a hash is compared with.
+
+    Example::
+
+        m = evaluate_embeddings(test_x, train_x, test_y, train_y, semantic_distance=tree, k=250)
+    """
+    k = _check_k(k)
+    n_eff = len(to_numpy(db_embeddings, "db_embeddings")) - int(ref_includes_query)
+    k = min(k, n_eff) if n_eff > 0 else k
+    out: dict[str, Any] = {"k": k}
+    out.update(
+        _ranking_figures(
+            query_embeddings,
+            db_embeddings,
+            query_labels,
+            db_labels,
+            k=k,
+            distance=distance,
+            semantic_distance=semantic_distance,
+            extra_semantic_distances=extra_semantic_distances,
+            ref_includes_query=ref_includes_query,
+            return_curves=return_curves,
+            ties=ties,
+        )
+    )
+    return out
+
+
 def evaluate_codes(
     query_codes: Any,
     db_codes: Any,
@@ -948,32 +1051,21 @@ def evaluate_codes(
     k = min(k, n_eff) if n_eff > 0 else k  # an empty database is refused by _rank_queries
     qb, db = binarize(qz, threshold), binarize(dz, threshold)
     out: dict[str, Any] = {"k": k}
-    hp = k if semantic_distance is not None else None
     for suffix, qc, dc, dist in (("", qb, db, "hamming"), ("_continuous", qz, dz, continuous_distance)):
-        res = _rank_queries(
+        figures = _ranking_figures(
             qc,
             dc,
             query_labels,
             db_labels,
+            k=k,
             distance=dist,
-            full_ap=True,
-            ap_ks=(k,),
-            p_ks=(k,),
-            hp_k=hp,
             semantic_distance=semantic_distance,
             extra_semantic_distances=extra_semantic_distances,
             ref_includes_query=ref_includes_query,
+            return_curves=return_curves,
             ties=ties,
         )
-        out[f"mAP{suffix}"] = float(res["ap"].mean())
-        out[f"mAP@k{suffix}"] = float(next(iter(res["ap_k"].values())).mean())
-        out[f"P@k{suffix}"] = float(res["p_k"][k].mean())
-        if hp is not None:
-            out[f"mAHP@k{suffix}"] = float(_ahp(res["hp"]).mean())
-            if return_curves:
-                out[f"hp_curve{suffix}"] = res["hp"].mean(axis=0).tolist()
-            for name, rows in res["hp_extra"].items():
-                out[f"mAHP@k{suffix} [{name}]"] = float(_ahp(rows).mean())
+        out.update({_suffixed(key, suffix): v for key, v in figures.items()})
     out["bit_balance"] = bit_balance(db)
     out["quantization_error"] = float(np.abs(dz.astype(np.float64) - db).mean()) if dz.size else math.nan
     return out
