@@ -17,6 +17,13 @@ trains on Barz & Denzler's tree (shipped in ``recipes/configs/hierarchies/``); t
 also scores the library's WordNet tree on the same rankings. Any TrainConfig flag
 (``--lr``, ``--steps``, ...) overrides every row.
 
+``--holdout-classes FILE`` (issue 17's unseen classes, e.g.
+``configs/cifar100-frozen/holdout-classes.txt`` with ``--rows configs/cifar100-frozen/holdout-rows.json``):
+every row trains without those classes' images, the database and the queries keep them, and
+the figures come for the unseen-class and the seen-class queries apart, with the share of each
+query's top k of its own superclass (CIFAR-100: ``configs/cifar100-frozen/superclasses.txt``
+unless ``--class-groups`` names another file) and the claims checked on the unseen queries.
+
 What it can show: how the losses shape a K-bit code from fixed features (ranking quality,
 binarisation drop, bit balance). What it cannot: end-to-end training of a ResNet-110 for
 hundreds of epochs, which the paper's absolute figures come from.
@@ -66,6 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
     overrides.update(data_path=args.data_dir, dataset="folder")
     if args.validate:
         overrides["validation_fraction"] = 0.1
+    holdout = bool(overrides.get("holdout_classes"))
+    if holdout and args.cifar == "cifar100":  # where the unseen classes' images land: their superclass
+        overrides.setdefault("class_groups", str(CONFIGS / "cifar100-frozen" / "superclasses.txt"))
     rows = load_rows(args.rows or CONFIGS / f"{args.cifar}-frozen" / "rows.json")
     if args.only:
         unknown = sorted(set(args.only) - {r.name for r in rows})
@@ -114,11 +124,17 @@ def main(argv: list[str] | None = None) -> dict:
         results={n: {m: v for m, v in r.items() if not m.startswith("hp_curve")} for n, r in results.items()},
     )
     report["claims"] = check_claims(report["results"])
+    if holdout:  # the claims again on the unseen-class queries, among the trained rows
+        report["claims_unseen"] = check_claims(unseen_figures(report["results"]))
     write_report(out, report, curves, title=f"{args.cifar}: HP@k, {first.num_bits} bits ({report['split']})")
     for claim, check in report["claims"].items():
         print(f"{'PASS' if check['holds'] else 'FAIL'}  {claim}: {check['detail']}")
+    if holdout:
+        with open(out / "table.md", "a") as f:
+            f.write("\n" + holdout_table(report))
+        print(holdout_table(report))
     if args.benchmarks_md:
-        tag = f"{args.cifar}{'-validation' if args.validate else ''}"
+        tag = f"{args.cifar}{'-validation' if args.validate else ''}{'-unseen' if holdout else ''}"
         bullets = [
             f"command: `{report['command']}`",
             f"machine: {report['machine']}; wall time {report['wall_seconds'] / 60:.1f} min for all rows "
@@ -126,9 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"hierarchies: {', '.join(hierarchies)} (the first trains L_sim and heads the table)",
             f"rows: `{report['rows']}` (TrainConfig files; run-wide overrides {report['overrides']})",
         ]
-        update_benchmarks_md(
-            args.benchmarks_md, tag, f"{args.cifar} ({report['split']})", bullets, markdown_table(report)
-        )
+        table = markdown_table(report) + (f"\n{holdout_table(report)}" if holdout else "")
+        update_benchmarks_md(args.benchmarks_md, tag, f"{args.cifar} ({report['split']})", bullets, table)
     print(f"wrote {out}/results.json, table.md, hp_curves.png, codes/*.npz in {report['wall_seconds']:.0f}s")
     return report
 
@@ -156,6 +171,45 @@ def prepare_features(config) -> None:
 
     model = build_model(config)
     build_feature_data(config, model, *build_data(config, model))
+
+
+def unseen_figures(results: dict) -> dict:
+    """The trained rows with their unseen-query figures under the all-queries keys (for the claims)."""
+    keys = ("mAHP@k", "mAHP@k_continuous")
+    return {
+        name: {**r, **{key: r[f"{key} [unseen]"] for key in keys}}
+        for name, r in results.items()
+        if r.get("method") == "train" and all(f"{key} [unseen]" in r for key in keys)
+    }
+
+
+def holdout_table(report: dict) -> str:
+    """Unseen-class queries beside the seen-class ones: mAHP@k, mAP, and the share of the top k
+    in the query's own superclass (group); then the claims on the unseen queries."""
+    k = report["k"]
+    head = ["variant", "queries"]
+    for part in ("unseen", "seen"):
+        head += [f"mAHP@{k} [{part}]", f"mAP [{part}]", f"same superclass in top {k} [{part}]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in report["results"].items():
+        cells = [name, f"{r.get('queries [unseen]', 0)} / {r.get('queries [seen]', 0)}"]
+        for part in ("unseen", "seen"):
+            cells += [
+                f"{r[key]:.4f}" if key in r else "-"
+                for key in (f"mAHP@k [{part}]", f"mAP [{part}]", f"same_group@k [{part}]")
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if report.get("claims_unseen"):
+        lines += [
+            "",
+            "| claim on the unseen-class queries (trained rows) | holds | figures |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {claim} | {'yes' if c['holds'] else '**no**'} | {c['detail']} |"
+            for claim, c in report["claims_unseen"].items()
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def plotted_rows(results: dict) -> list[str]:

@@ -73,7 +73,6 @@ def run_row(
     same cached features (standardised as the heads see them) and the same evaluator.
     """
     from ..models.hash_head import feature_statistics
-    from ..retrieval import evaluate_codes
     from ..training import RetrievalEvaluator, Trainer, build_run
     from .classical import itq_codes, lsh_codes
     from .probe import linear_probe
@@ -91,6 +90,8 @@ def run_row(
         extra_semantic_distances=extra_hierarchies,
         return_curves=True,
         keep_codes=True,
+        holdout_labels=base.holdout_labels,  # unseen / seen figures and the group share, if set
+        label_groups=base.label_groups,
     )
     if row.method == "train":
         trainer = Trainer(**{**run, "evaluator": evaluator}, config=config)
@@ -114,16 +115,7 @@ def run_row(
             db_codes=z_db,
             db_labels=np.asarray(db.targets),
         )
-        metrics = evaluate_codes(
-            z_q,
-            z_db,
-            codes["query_labels"],
-            codes["db_labels"],
-            semantic_distance=base.semantic_distance,
-            k=min(base.k, len(z_db)),
-            return_curves=True,
-            extra_semantic_distances=dict(extra_hierarchies or {}) or None,
-        )
+        metrics = evaluator.score(z_q, z_db, codes["query_labels"], codes["db_labels"])
     seconds = time.time() - started
     metrics["probe_acc"] = linear_probe(
         codes["db_codes"],

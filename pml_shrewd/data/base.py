@@ -7,6 +7,7 @@ batch and reports their indices, so a long run counts them instead of dying.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,3 +158,71 @@ def validation_split(n: int, fraction: float, seed: int = 0) -> tuple[list[int],
     perm = np.random.default_rng(seed).permutation(n)
     n_val = int(n * fraction)
     return perm[n_val:].tolist(), perm[:n_val].tolist()
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """The class names of a text file, one per line (``#`` starts a comment; blank lines are skipped)."""
+    with open(path) as f:
+        names = [line.split("#", 1)[0].strip() for line in f]
+    return [name for name in names if name]
+
+
+def class_ids_of(names: Sequence[str], classes: Sequence[str], source: str = "class list") -> list[int]:
+    """The ids (positions in ``classes``) of ``names``, sorted; a ``ValueError`` naming ``source``
+    and every name that is not a class (or is listed twice)."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    unknown = [n for n in names if n not in index]
+    if unknown:
+        raise ValueError(
+            f"{source}: {len(unknown)} name(s) that are no class of the data set: {unknown} "
+            f"(its {len(index)} classes are e.g. {list(index)[:5]})"
+        )
+    twice = sorted({n for n in names if list(names).count(n) > 1})
+    if twice:
+        raise ValueError(f"{source}: classes listed more than once: {twice}")
+    if not names:
+        raise ValueError(f"{source}: lists no class")
+    return sorted(index[n] for n in names)
+
+
+def holdout_split(
+    targets: Sequence[int], classes: Sequence[str], names: Sequence[str], source: str = "hold-out classes"
+) -> tuple[list[int], list[int]]:
+    """``(kept, held_out)``: the positions of ``targets`` whose class is not in ``names``, and the
+    held-out class ids (sorted). The unseen-class protocol: training sees only ``kept``; the
+    database and the queries keep every class. Unknown names raise a ``ValueError`` naming ``source``.
+
+    Example::
+
+        names = read_class_names("recipes/configs/cifar100-frozen/holdout-classes.txt")
+        kept, unseen = holdout_split(train.targets, train.classes, names)
+        train = SampleView(train.base, [train.indices[i] for i in kept], train.transform)
+    """
+    held = class_ids_of(names, classes, source)
+    drop = set(held)
+    return [i for i, t in enumerate(targets) if int(t) not in drop], held
+
+
+def read_class_groups(path: str | os.PathLike, classes: Sequence[str]) -> np.ndarray:
+    """``groups[c]``: the group id of class ``c``, from a file of lines ``group class class ...``
+    (e.g. CIFAR-100's 20 superclasses, five fine classes each; ``#`` comments). Every class must be
+    in exactly one group; a ``ValueError`` names the file and the classes that are not."""
+    group_of: dict[str, int] = {}
+    group_ids: dict[str, int] = {}
+    with open(path) as f:
+        for line in f:
+            words = line.split("#", 1)[0].split()
+            if len(words) == 1:
+                raise ValueError(f"{path}: group {words[0]!r} lists no class")
+            for name in words[1:]:
+                if name in group_of:
+                    raise ValueError(f"{path}: class {name!r} is in more than one group")
+                group_of[name] = group_ids.setdefault(words[0], len(group_ids))
+    unknown = sorted(set(group_of) - {str(c) for c in classes})
+    missing = [str(c) for c in classes if str(c) not in group_of]
+    if unknown or missing:
+        raise ValueError(
+            f"{path}: every class must be in one group; names that are no class: {unknown}; "
+            f"classes in no group: {missing}"
+        )
+    return np.array([group_of[str(c)] for c in classes], dtype=np.int64)

@@ -41,6 +41,7 @@ __all__ = [
     "deephash_map",
     "hierarchical_distance_at_k",
     "mistake_severity",
+    "topk_same_group_share",
 ]
 
 
@@ -355,3 +356,49 @@ def mistake_severity(
     if wrong_sum == 0:
         return float("nan")
     return float(scale * sev_sum / wrong_sum)
+
+
+# ----------------------------------------------------------------------------- where queries land
+
+
+def topk_same_group_share(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    *,
+    label_groups: Any,
+    k: int = DEFAULT_K,
+    distance: str = "hamming",
+    ties: str = "index",
+    ref_includes_query: bool = False,
+) -> np.ndarray:
+    """Per query, the share of its ``k`` nearest database items whose label is in the query's
+    group (``label_groups[c]``: the group id of label ``c``, e.g. CIFAR-100's superclass): where
+    the images of a class land, e.g. one never trained on (issue 17's unseen classes). The
+    query's own class counts (it is in its group). ``k`` is clipped to the database;
+    ``distance`` and ``ties`` as in :func:`~pml_shrewd.retrieval.metrics.hp_at_k`.
+
+    Example::
+
+        share = topk_same_group_share(qz, dbz, ql, dl, label_groups=superclass_of, k=250)
+        print(share[np.isin(ql, unseen)].mean())
+    """
+    groups = np.asarray(label_groups)
+    if groups.ndim != 1 or not np.issubdtype(groups.dtype, np.integer):
+        raise ValueError(
+            f"label_groups must be a 1-D integer array (a group id per label), got {groups.dtype}"
+        )
+    other_group = (groups[:, None] != groups[None, :]).astype(np.float64)  # distance 0 within a group, else 1
+    res = _rank_queries(
+        query_codes,
+        db_codes,
+        query_labels,
+        db_labels,
+        distance=distance,
+        hp_k=k,
+        semantic_distance=other_group,
+        ref_includes_query=ref_includes_query,
+        ties=ties,
+    )
+    return res["gain_k"] / res["hp_k"]

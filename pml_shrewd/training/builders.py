@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..data import ClassBalancedEpochs, FeatureSamples, SampleView, ShuffledEpochs, build_datasets
-from ..data.base import validation_split
+from ..data.base import holdout_split, validation_split
 from ..losses import build_objective, get_variant
 from ..models import HashHead, HashingModel
 from .config import TrainConfig
@@ -65,7 +65,44 @@ def build_data(config: TrainConfig, model: HashingModel) -> tuple[SampleView, Sa
         test = SampleView(train.base, [train.indices[i] for i in val], test.transform)
         train = SampleView(train.base, [train.indices[i] for i in rest], train.transform)
     database = SampleView(train.base, train.indices, test.transform)
+    if config.holdout_classes:  # unseen-class protocol: the database and the queries keep every class
+        if getattr(train, "captions", None) is not None:
+            raise ValueError("holdout_classes needs class labels; captioned data has none")
+        kept, _ = holdout_split(train.targets, train.classes, *_holdout_names(config))
+        train = SampleView(train.base, [train.indices[i] for i in kept], train.transform)
     return train, test, database
+
+
+def _holdout_names(config: TrainConfig) -> tuple[list[str], str]:
+    from ..data.base import read_class_names
+
+    return read_class_names(config.holdout_classes), f"holdout_classes {config.holdout_classes!r}"
+
+
+def holdout_class_ids(config: TrainConfig, classes) -> list[int]:
+    """The class ids of ``config.holdout_classes`` (sorted; ``[]`` without one); a ``ValueError``
+    names the file and every name that is no class."""
+    if not config.holdout_classes:
+        return []
+    return holdout_split([], classes, *_holdout_names(config))[1]
+
+
+def holdout_features(config: TrainConfig, features: FeatureSamples) -> FeatureSamples:
+    """The cached features the head trains on: without ``config.holdout_classes`` all of them (the
+    same object), else those of the other classes."""
+    if not config.holdout_classes:
+        return features
+    return features.select(holdout_split(features.targets, features.classes, *_holdout_names(config))[0])
+
+
+def evaluation_groups(config: TrainConfig, classes) -> dict[str, Any]:
+    """The :class:`RetrievalEvaluator` arguments of ``holdout_classes`` and ``class_groups``."""
+    from ..data.base import read_class_groups
+
+    return dict(
+        holdout_labels=holdout_class_ids(config, classes) if config.holdout_classes else None,
+        label_groups=read_class_groups(config.class_groups, classes) if config.class_groups else None,
+    )
 
 
 def build_feature_data(
@@ -162,13 +199,17 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
     trained, export = model, None
     if config.cache_features:
         train_features, test_features = build_feature_data(config, model, train, test, database)
-        model.head = fresh_head(config, train_features.features.shape[1], train_features.features)
+        # The database keeps every class; with holdout_classes the head trains (and takes its
+        # standardisation) on the other classes' features only.
+        database, train = train_features, holdout_features(config, train_features)
+        model.head = fresh_head(config, train.features.shape[1], train.features)
         trained, export = model.head, model
-        train = database = train_features
         test = test_features
     elif config.freeze_backbone:
         model.backbone.requires_grad_(False)
     # After the model: SHRED's classifier draws its initialisation from the same seeded stream.
+    # Class ids stay the data set's: with holdout_classes the classifier keeps one output per class
+    # and the held-out ones never get a positive label (none of their images reaches the loss).
     loss_fn = build_objective(
         config.variant,
         semantic_distance,
@@ -182,6 +223,7 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
         max_db_samples=config.max_db_samples,
         seed=config.seed,
         label_metrics=captions is None,
+        **evaluation_groups(config, train.classes),
     )
     return dict(
         model=trained,
@@ -211,7 +253,10 @@ __all__ = [
     "build_model",
     "build_run",
     "build_sampler",
+    "evaluation_groups",
     "default_num_workers",
     "fresh_head",
+    "holdout_class_ids",
+    "holdout_features",
     "total_steps_of",
 ]

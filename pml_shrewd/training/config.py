@@ -24,7 +24,7 @@ def __getattr__(name: str) -> Any:
 
 
 # Fields holding file paths (made absolute when they exist; relative to a config file when found there).
-PATH_FIELDS = ("data_path", "hierarchy_file", "pretrained_file")
+PATH_FIELDS = ("data_path", "hierarchy_file", "pretrained_file", "holdout_classes", "class_groups")
 
 
 @dataclass
@@ -57,6 +57,13 @@ class TrainConfig:
     validation_fraction: float = 0.0
     max_train_samples: int | None = None
     max_test_samples: int | None = None
+    # Unseen-class protocol: a file of class names (one a line, "#" comments) whose images no
+    # training path sees; the database and the queries keep them, and the evaluation reports the
+    # unseen-class and seen-class queries apart ("mAHP@k [unseen]", "mAP [seen]", ...).
+    holdout_classes: str | None = None
+    # A file of class groups, "group class class ..." a line (e.g. CIFAR-100's superclasses): the
+    # evaluation adds, per query, the share of its top hp_k in the query's group ("same_group@k").
+    class_groups: str | None = None
     semantic: str = "hierarchy"  # hierarchy | label | sentence
     hierarchy_file: str | None = None
     sentence_model: str | None = None
