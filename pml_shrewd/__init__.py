@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         build_datasets,
         semantic_distance_for,
     )
-    from .losses import CrossBatchMemory, NonFiniteLossError, SemanticDistanceLoss, SHREDLoss
+    from .losses import CrossBatchMemory, NonFiniteLossError, RelabeledLoss, SemanticDistanceLoss, SHREDLoss
     from .models import HashHead, HashingModel, create_hashing_model, efficientnet_lite0_weights
     from .regularizers import EmpiricalKLRegularizer
     from .retrieval import (
@@ -63,6 +63,7 @@ _LAZY = {
     "build_datasets": "data",
     "semantic_distance_for": "data",
     "CrossBatchMemory": "losses",
+    "RelabeledLoss": "losses",
     "NonFiniteLossError": "losses",
     "SemanticDistanceLoss": "losses",
     "SHREDLoss": "losses",
@@ -128,6 +129,7 @@ __all__ = [
     "SemanticDistanceLoss",
     "SHREDLoss",
     "CrossBatchMemory",
+    "RelabeledLoss",
     "NonFiniteLossError",
     "EmpiricalKLRegularizer",
     # semantic-distance providers

@@ -431,7 +431,7 @@ def test_ndcg_ideal_ranking_is_one_and_self_exclusion():
 
 @pytest.mark.parametrize("target", ["mean", "random"])
 def test_the_trainer_targets_all_training_captions_of_each_image(tmp_path, target):
-    from pml_shrewd.training import TrainConfig, build_run
+    from pml_shrewd.training import CaptionRetrievalEvaluator, RetrievalEvaluator, TrainConfig, build_run
 
     csv_path, names, _ = write_multi(tmp_path / "cap", n=12, split_column=True)
     config = TrainConfig(
@@ -448,7 +448,19 @@ def test_the_trainer_targets_all_training_captions_of_each_image(tmp_path, targe
     assert isinstance(provider, CaptionSetDistance)  # image ids, not the first caption of each image
     expected = build_semantic_distance("sentence", caption_sets=base.caption_sets)
     torch.testing.assert_close(provider.mean_embeddings, expected.mean_embeddings)
-    if target == "random":  # drawn afresh each epoch by the provider itself; scored on the mean
-        assert provider in run["callbacks"] and run["evaluator"].semantic_distance is not provider
-    else:
-        assert provider not in run["callbacks"] and run["evaluator"].semantic_distance is provider
+    # Drawn afresh each epoch by the provider itself (random) or fixed (mean).
+    assert (provider in run["callbacks"]) == (target == "random")
+    # Scored by the held-out captions only, never by the training target.
+    evaluator = run["evaluator"]
+    assert isinstance(evaluator, CaptionRetrievalEvaluator) and set(evaluator.relevances) == {
+        "sentence",
+        "words",
+    }
+    held = build_semantic_distance("sentence", caption_sets=base.held_out_sets)
+    torch.testing.assert_close(evaluator.relevances["sentence"].mean_embeddings, held.mean_embeddings)
+    assert evaluator.relevances["words"].caption_sets == [tuple(s) for s in base.held_out_sets]
+    # Without held-out captions the run scores with its own provider (the mean target).
+    config.held_out_captions = None
+    plain = build_run(config)
+    assert isinstance(plain["evaluator"], RetrievalEvaluator)
+    assert plain["evaluator"].semantic_distance.target == "mean"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..losses import VARIANTS
@@ -88,3 +88,58 @@ def is_pml_row(row: Mapping[str, Any]) -> bool:
     """Whether a row is one of PML's own losses."""
     variant = row.get("variant")
     return variant in VARIANTS and VARIANTS[variant].pml is not None
+
+
+def check_caption_claims(
+    rows: Mapping[str, Mapping[str, Any]],
+    relevances: Sequence[str] = ("sentence", "words"),
+    margin: float = 0.02,
+    max_drop: float = 0.01,
+) -> dict[str, dict[str, Any]]:
+    """The caption benchmark's targets, per relevance ``r`` (keys ``"mAHP@k [r]"``):
+
+    - SHREWD at least ``margin`` above the best PML row (pseudo-labels) on the shared budget;
+    - SHREWD closes at least half the distance from ITQ to the text-side oracle;
+    - SHREWD's binarisation drop (continuous - binary) at most ``max_drop``;
+    - L_KL costs nothing: SHREWD >= L_sim.
+
+    Rows are found by ``"variant"`` / ``"method"`` (``itq``, ``text_oracle``) as in :func:`check_claims`.
+    """
+    plain = plain_rows(rows)
+    by_method = {r.get("method"): n for n, r in rows.items() if not r.get("sweep")}
+    shrewd, l_sim = plain.get("shrewd"), plain.get("sim")
+    pml = [n for n, r in rows.items() if is_pml_row(r) and not r.get("sweep") and not r.get("reference")]
+    itq, oracle = by_method.get("itq"), by_method.get("text_oracle")
+    checks: dict[str, dict[str, Any]] = {}
+    if shrewd is None:
+        return checks
+    for rel in relevances:
+        key = f"mAHP@k [{rel}]"
+        ours = rows[shrewd][key]
+        if pml:
+            best = max(pml, key=lambda n: rows[n][key])
+            gap = ours - rows[best][key]
+            checks[f"SHREWD >= best PML baseline + {margin} ({rel})"] = dict(
+                holds=bool(round(gap, 9) >= margin),
+                detail=f"SHREWD {ours:.4f} vs {best} {rows[best][key]:.4f} ({gap:+.4f})",
+            )
+        if itq is not None and oracle is not None:
+            span = rows[oracle][key] - rows[itq][key]
+            share = (ours - rows[itq][key]) / span if span > 0 else float("nan")
+            checks[f"SHREWD closes >= half of ITQ -> text oracle ({rel})"] = dict(
+                holds=bool(share >= 0.5),
+                detail=f"ITQ {rows[itq][key]:.4f}, SHREWD {ours:.4f}, oracle {rows[oracle][key]:.4f}: "
+                f"{share:.2f} of the distance",
+            )
+        cont = rows[shrewd].get(f"mAHP@k_continuous [{rel}]")
+        if cont is not None:
+            checks[f"SHREWD binarisation drop <= {max_drop} ({rel})"] = dict(
+                holds=bool(round(cont - ours, 9) <= max_drop),
+                detail=f"continuous {cont:.4f} - binary {ours:.4f} = {cont - ours:+.4f}",
+            )
+        if l_sim is not None:
+            lhs = rows[l_sim][key]
+            checks[f"L_KL costs no mAHP: SHREWD >= L_sim ({rel})"] = dict(
+                holds=bool(ours >= lhs), detail=f"SHREWD {ours:.4f} vs L_sim {lhs:.4f} ({ours - lhs:+.4f})"
+            )
+    return checks

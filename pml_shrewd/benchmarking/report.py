@@ -30,12 +30,18 @@ def save_codes(
         path,
         test_codes=pack_codes((codes["query_codes"] > 0.5).astype(np.uint8)),
         train_codes=pack_codes((codes["db_codes"] > 0.5).astype(np.uint8)),
-        test_labels=np.asarray(codes["query_labels"]).astype(np.int16),
-        train_labels=np.asarray(codes["db_labels"]).astype(np.int16),
+        test_labels=_small_ints(codes["query_labels"]),
+        train_labels=_small_ints(codes["db_labels"]),
         test_names=np.asarray(list(query_names)),
         train_names=np.asarray(list(db_names)),
         bits=bits,
     )
+
+
+def _small_ints(labels: Any) -> np.ndarray:
+    """Labels as int16 (class ids) or int32 (e.g. the image ids of a captioned set)."""
+    labels = np.asarray(labels)
+    return labels.astype(np.int16 if labels.size == 0 or abs(labels).max() < 2**15 else np.int32)
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:
@@ -86,6 +92,42 @@ def write_report(out: str | Path, report: Mapping[str, Any], curves: Mapping[str
 
     out = Path(out)
     (out / "results.json").write_text(json.dumps(report, indent=2))
-    (out / "table.md").write_text(markdown_table(report))
+    (out / "table.md").write_text(
+        (caption_markdown_table if "relevances" in report else markdown_table)(report)
+    )
     if curves:
         plot_hp_curves(curves, out / "hp_curves.png", title=title)
+
+
+def caption_markdown_table(report: Mapping[str, Any]) -> str:
+    """The caption benchmark's table: per relevance, binary and continuous mAHP@k and nDCG@k."""
+    k, rels = report["k"], report["relevances"]
+
+    def cell(r: Mapping[str, Any], key: str) -> str:
+        v = r.get(key)
+        return "" if v is None else f"{v:.4f}"
+
+    head = ["row", "bits"]
+    for rel in rels:
+        head += [f"mAHP@{k} [{rel}]", "cont.", "drop", f"nDCG@{k} [{rel}]"]
+    head += ["bit balance", "seconds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in report["results"].items():
+        row = [name, str(r["bits"] or "")]
+        for rel in rels:
+            b, c = r.get(f"mAHP@k [{rel}]"), r.get(f"mAHP@k_continuous [{rel}]")
+            row += [
+                cell(r, f"mAHP@k [{rel}]"),
+                cell(r, f"mAHP@k_continuous [{rel}]"),
+                "" if b is None or c is None else f"{c - b:+.4f}",
+                cell(r, f"nDCG@k [{rel}]"),
+            ]
+        row += [cell(r, "bit_balance"), f"{r['seconds']:.0f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    if report.get("claims"):
+        lines += ["", "| target | holds | figures |", "|---|---|---|"]
+        lines += [
+            f"| {claim} | {'yes' if c['holds'] else '**no**'} | {c['detail']} |"
+            for claim, c in report["claims"].items()
+        ]
+    return "\n".join(lines) + "\n"

@@ -58,6 +58,10 @@ def row_config(row: Row, overrides: Mapping[str, Any]):
     return TrainConfig.load(row.config, **{**row.overrides, **overrides})
 
 
+#: Rows that are no training run: classical hashes and references on the same data.
+METHODS = ("train", "itq", "lsh", "features", "random", "ideal", "text_oracle")
+
+
 def run_row(
     row: Row,
     overrides: Mapping[str, Any],
@@ -68,76 +72,62 @@ def run_row(
 ) -> dict[str, Any]:
     """Train (or fit) one row, evaluate it, save its codes with item names; returns its figures.
 
-    Trained rows go through :meth:`Trainer.from_config`'s objects with the evaluator swapped for
-    one that also scores ``extra_hierarchies`` and keeps the codes; classical rows use the
-    same cached features (standardised as the heads see them) and the same evaluator.
+    Trained rows go through :meth:`Trainer.from_config`'s objects with the evaluator kept but
+    told to return curves and keep the codes (and to score ``extra_hierarchies``); the other
+    rows (:data:`METHODS`) use the same cached features and the same evaluator:
+
+    - ``itq`` / ``lsh``: classical hashes of the standardised features (as the heads see them);
+    - ``features``: the standardised backbone features ranked by cosine, no hashing;
+    - ``random``: a random ranking (seeded Gaussian vectors), the floor of the scale;
+    - captioned data only: ``ideal`` ranks by each relevance's own vectors (the best possible
+      ranking), ``text_oracle`` is ITQ of the training targets' caption embeddings of query and
+      database images (what ``bits`` bits can hold of caption space).
     """
-    from ..models.hash_head import feature_statistics
-    from ..training import RetrievalEvaluator, Trainer, build_run
-    from .classical import itq_codes, lsh_codes
+    from ..training import Trainer, build_run
     from .probe import linear_probe
     from .report import save_codes, variant_slug
 
+    if row.method not in METHODS:
+        raise ValueError(f"row {row.name!r}: unknown method {row.method!r} (one of {METHODS})")
     config = row_config(row, {**overrides, "output_dir": str(Path(runs_dir) / variant_slug(row.name))})
     started = time.time()
     run = build_run(config)
-    base = run["evaluator"]
-    evaluator = RetrievalEvaluator(
-        base.semantic_distance,
-        k=base.k,
-        max_db_samples=base.max_db_samples,
-        seed=base.seed,
-        extra_semantic_distances=extra_hierarchies,
-        return_curves=True,
-        keep_codes=True,
-        holdout_labels=base.holdout_labels,  # unseen / seen figures and the group share, if set
-        label_groups=base.label_groups,
-    )
+    evaluator = copy_with(run["evaluator"], return_curves=True, keep_codes=True)
+    captioned = hasattr(evaluator, "relevances")
+    if extra_hierarchies and not captioned:
+        evaluator.extra_semantic_distances = {**evaluator.extra_semantic_distances, **extra_hierarchies}
+    codes: dict[str, np.ndarray] | None = None
     if row.method == "train":
         trainer = Trainer(**{**run, "evaluator": evaluator}, config=config)
         metrics = trainer.fit()
         metrics = {k: v for k, v in metrics.items() if not k.endswith("_examples")}
         codes = evaluator.codes
     else:
-        db, queries = run["database_set"], run["test_set"]
-        x_db, x_q = db.features.numpy(), queries.features.numpy()
-        mean, std = feature_statistics(x_db)  # the heads' standardisation
-        x_db, x_q = (x_db - mean) / std, (x_q - mean) / std
-        if row.method == "itq":
-            z_db, z_q = itq_codes(x_db, x_q, config.num_bits, config.seed)
-        elif row.method == "lsh":
-            z_db, z_q = lsh_codes(x_db, x_q, config.num_bits, config.seed)
-        else:
-            raise ValueError(f"row {row.name!r}: unknown method {row.method!r} (train, itq or lsh)")
-        codes = dict(
-            query_codes=z_q,
-            query_labels=np.asarray(queries.targets),
-            db_codes=z_db,
-            db_labels=np.asarray(db.targets),
-        )
-        metrics = evaluator.score(z_q, z_db, codes["query_labels"], codes["db_labels"])
+        metrics, codes = _fixed_row(row, config, run, evaluator)
     seconds = time.time() - started
-    metrics["probe_acc"] = linear_probe(
-        codes["db_codes"],
-        codes["db_labels"],
-        codes["query_codes"],
-        codes["query_labels"],
-        probe_samples,
-        config.seed,
-    )
-    names = lambda ds: [ds.sample_name(i) for i in range(len(ds))]  # noqa: E731
-    codes_dir = Path(out) / "codes"
-    codes_dir.mkdir(parents=True, exist_ok=True)
-    save_codes(
-        codes_dir / f"{variant_slug(row.name)}.npz",
-        codes,
-        names(run["test_set"]),
-        names(run["database_set"]),
-        config.num_bits,
-    )
+    if codes is not None and not captioned:  # a linear probe needs class labels
+        metrics["probe_acc"] = linear_probe(
+            codes["db_codes"],
+            codes["db_labels"],
+            codes["query_codes"],
+            codes["query_labels"],
+            probe_samples,
+            config.seed,
+        )
+    if codes is not None:
+        names = lambda ds: [ds.sample_name(i) for i in range(len(ds))]  # noqa: E731
+        codes_dir = Path(out) / "codes"
+        codes_dir.mkdir(parents=True, exist_ok=True)
+        save_codes(
+            codes_dir / f"{variant_slug(row.name)}.npz",
+            codes,
+            names(run["test_set"]),
+            names(run["database_set"]),
+            config.num_bits,
+        )
     figures = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()}
     figures.update(
-        bits=config.num_bits,
+        bits=config.num_bits if row.method not in ("features", "random", "ideal") else None,
         variant=config.variant if row.method == "train" else None,
         method=row.method,
         reference=row.reference,
@@ -146,13 +136,84 @@ def run_row(
         overrides=dict(row.overrides),
         seconds=round(seconds, 1),
     )
+    shown = [k for k in figures if k.startswith(("mAP", "mAHP@k", "nDCG@k", "probe_acc", "bit_balance"))]
     print(
-        f"{row.name:<48} mAP {figures['mAP']:.4f} (cont {figures['mAP_continuous']:.4f})  "
-        f"mAHP@{figures['k']} {figures['mAHP@k']:.4f} (cont {figures['mAHP@k_continuous']:.4f})  "
-        f"probe {figures['probe_acc']:.3f}  balance {figures['bit_balance']:.3f}  [{seconds:.0f}s]",
+        f"{row.name:<48} "
+        + "  ".join(f"{k} {figures[k]:.4f}" for k in shown if isinstance(figures[k], float))
+        + f"  [{seconds:.0f}s]",
         flush=True,
     )
     return figures
+
+
+def _fixed_row(row: Row, config, run: Mapping[str, Any], evaluator) -> tuple[dict[str, Any], dict | None]:
+    """The figures (and codes, where there are codes) of a row that trains nothing."""
+    from ..models.hash_head import feature_statistics
+    from .classical import itq_codes, lsh_codes
+
+    db, queries = run["database_set"], run["test_set"]
+    q_ids, db_ids = np.asarray(queries.targets), np.asarray(db.targets)
+    captioned = hasattr(evaluator, "relevances")
+    if row.method in ("ideal", "text_oracle") and not captioned:
+        raise ValueError(
+            f"row {row.name!r}: method {row.method!r} needs captioned data with held-out captions"
+        )
+    if row.method == "ideal":
+        metrics: dict[str, Any] = {}
+        for name, provider in evaluator.relevances.items():
+            vectors = relevance_vectors(provider)
+            one = copy_with(evaluator, relevances={name: provider})
+            metrics.update(
+                {k: v for k, v in one.score_embeddings(vectors[q_ids], vectors[db_ids], q_ids, db_ids).items()
+                 if name in k or k == "k"}
+            )  # fmt: skip
+        metrics["relevances"] = list(evaluator.relevances)
+        return metrics, None
+    if row.method == "random":
+        rng = np.random.default_rng(config.seed)
+        x_q, x_db = rng.standard_normal((len(q_ids), 64)), rng.standard_normal((len(db_ids), 64))
+        return evaluator.score_embeddings(x_q, x_db, q_ids, db_ids), None
+    if row.method == "text_oracle":
+        from ..losses.variants import inner_loss
+
+        provider = getattr(inner_loss(run["loss_fn"]), "semantic_distance", None)
+        targets = getattr(
+            getattr(provider, "base", provider), "mean_embeddings", None
+        )  # under a PowerDistance
+        if targets is None:
+            raise ValueError(
+                f"row {row.name!r}: text_oracle needs a caption-set provider (variant sim/shrewd)"
+            )
+        t = targets.numpy().astype(np.float64)
+        z_db, z_q = itq_codes(t[db_ids], t[q_ids], config.num_bits, config.seed)
+    else:
+        x_db, x_q = db.features.numpy(), queries.features.numpy()
+        mean, std = feature_statistics(x_db)  # the heads' standardisation
+        x_db, x_q = (x_db - mean) / std, (x_q - mean) / std
+        if row.method == "features":
+            return evaluator.score_embeddings(x_q, x_db, q_ids, db_ids), None
+        coder = itq_codes if row.method == "itq" else lsh_codes
+        z_db, z_q = coder(x_db, x_q, config.num_bits, config.seed)
+    codes = dict(query_codes=z_q, query_labels=q_ids, db_codes=z_db, db_labels=db_ids)
+    return evaluator.score(z_q, z_db, q_ids, db_ids), codes
+
+
+def copy_with(obj: Any, **attributes: Any) -> Any:
+    """A shallow copy of ``obj`` with ``attributes`` set."""
+    import copy
+
+    other = copy.copy(obj)
+    for name, value in attributes.items():
+        setattr(other, name, value)
+    return other
+
+
+def relevance_vectors(provider: Any) -> np.ndarray:
+    """The vectors whose cosine is a caption relevance (``1 - d`` as a monotone function of it):
+    a caption-set provider's mean embeddings, a word provider's TF-IDF rows."""
+    if hasattr(provider, "vectors"):
+        return provider.vectors.toarray().astype(np.float32)
+    return provider.embeddings.numpy().astype(np.float32)
 
 
 def _run_in_worker(args: tuple) -> dict[str, Any]:

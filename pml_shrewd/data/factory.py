@@ -87,6 +87,7 @@ def build_datasets(
     train_captions: Sequence[int] | None = None,
     held_out_captions: Sequence[int] | str | None = None,
     caption_splits: str | os.PathLike | None = "auto",
+    query_split: str = "test",
 ) -> tuple[SampleView, SampleView]:
     """Train and test data sets (database and queries) of one layout.
 
@@ -106,6 +107,8 @@ def build_datasets(
         caption_target, train_captions, held_out_captions, caption_splits: captioned data only,
             :class:`CaptionedImages`'s ``target``, ``train_captions``, ``held_out_captions`` and
             ``splits`` (its ``seed`` is ``seed``).
+        query_split: captioned data with splits: the queries' split (``"test"``; ``"dev"`` to
+            tune without reading the test images).
 
     Example::
 
@@ -149,8 +152,12 @@ def build_datasets(
         if any(s is not None for s in splits):
             # Queries are the "test" images; a file without them tests on "val"/"dev". Images of no
             # split (Flickr8k's 91 unlisted ones) are left out of both.
+            if query_split not in ("test", "dev", "val"):
+                raise ValueError(f"query_split must be 'test' or 'dev', got {query_split!r}")
             tr_idx = base.indices_of("train")
-            te_idx = base.indices_of("test") or base.indices_of("dev")
+            te_idx = base.indices_of(query_split)
+            if query_split == "test" and not te_idx:
+                te_idx = base.indices_of("dev")
         else:
             tr_idx, te_idx = split_indices(len(base), test_fraction, seed)
         train, test = SampleView(base, tr_idx), SampleView(base, te_idx)

@@ -88,6 +88,7 @@ def build_objective(
     kl_p: int = 2,
     kl_samples: int | None = None,
     memory_size: int = 0,
+    label_table: Any = None,
 ) -> torch.nn.Module:
     """The loss module of ``variant``, called as ``loss(codes, labels)``.
 
@@ -143,6 +144,15 @@ def build_objective(
             loss_fn = SemanticDistanceLoss(provider, **shared)
     if memory_size:
         loss_fn = with_memory(loss_fn, embedding_size, memory_size)
+    if label_table is not None:
+        from .relabeled_loss import RelabeledLoss
+
+        if spec.sim:
+            raise ValueError(
+                f"variant {variant!r} trains on semantic distances between the data's own labels; "
+                "label_table is for label-based losses (PML baselines, L_cls)"
+            )
+        loss_fn = RelabeledLoss(loss_fn, label_table)  # outermost: a memory keeps the loss's labels
     return loss_fn
 
 

@@ -223,6 +223,32 @@ class CaptionSetDistance(UnitEmbeddingDistance):
         """Trainer callback: follow ``trainer.epoch`` (the epoch being trained)."""
         self.set_epoch(int(trainer.epoch))
 
+    def cluster_labels(self, num_clusters: int, seed: int = 0, ids: Any = None) -> np.ndarray:
+        """Pseudo-classes: spherical k-means (faiss) of the images' mean caption embeddings, one
+        cluster id per image id, for label-based losses on captioned data (what a PML user
+        without classes would do). ``ids``: fit the centroids on these images only (e.g. the
+        training split), then assign every image to its nearest centroid.
+
+        Example::
+
+            labels = provider.cluster_labels(100, seed=0, ids=train.targets)   # (num_ids,) ints
+        """
+        import faiss
+
+        x = self.mean_embeddings.numpy().astype(np.float32)
+        fit = x if ids is None else x[np.asarray(ids, dtype=np.int64)]
+        if not 1 < int(num_clusters) <= len(fit):
+            raise ValueError(
+                f"cluster_labels: num_clusters must lie in [2, {len(fit)}] (the images fitted), got {num_clusters}"
+            )
+        kmeans = faiss.Kmeans(
+            x.shape[1], int(num_clusters), niter=25, seed=int(seed), spherical=True, verbose=False,
+            min_points_per_centroid=1, max_points_per_centroid=len(fit),
+        )  # fmt: skip
+        kmeans.train(np.ascontiguousarray(fit))
+        _, assign = kmeans.index.search(x, 1)
+        return assign[:, 0].astype(np.int64)
+
     def as_mean(self) -> CaptionSetDistance:
         """The same images with ``target="mean"`` (shares the embeddings; e.g. for evaluation)."""
         other = object.__new__(CaptionSetDistance)

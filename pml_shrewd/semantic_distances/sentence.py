@@ -20,6 +20,26 @@ DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _METRICS = ("cosine", "angular")
 
 
+def _embedding_cache_file(model: str, captions: Sequence[str]):
+    """``$PML_SHREWD_CACHE/sentences/<key>.pt``; the key changes with the model (name or folder, and
+    a folder's weights file size and time) and with every caption."""
+    import hashlib
+
+    from .._cache import cache_dir
+
+    stamp = ""
+    if os.path.isdir(model):
+        stamp = ";".join(
+            f"{f}:{os.stat(os.path.join(model, f)).st_size}:{int(os.stat(os.path.join(model, f)).st_mtime)}"
+            for f in sorted(os.listdir(model))
+            if f.endswith((".safetensors", ".bin"))
+        )
+    digest = hashlib.sha1(f"{os.path.abspath(model) if os.path.isdir(model) else model}|{stamp}".encode())
+    for caption in captions:
+        digest.update(b"\x00" + str(caption).encode())
+    return cache_dir() / "sentences" / f"{digest.hexdigest()[:20]}.pt"
+
+
 def default_sentence_model() -> str:
     """:data:`DEFAULT_SENTENCE_MODEL` (all-MiniLM-L6-v2), from disk when possible.
 
@@ -135,8 +155,25 @@ class SentenceEmbeddingDistance(UnitEmbeddingDistance):
     def _encode(captions, model, batch_size, device, show_progress_bar) -> torch.Tensor:
         from sentence_transformers import SentenceTransformer
 
-        if not isinstance(model, SentenceTransformer):
-            model = SentenceTransformer(str(model), device=None if device is None else str(device))
+        if isinstance(model, SentenceTransformer):
+            return SentenceEmbeddingDistance._run_model(
+                captions, model, batch_size, device, show_progress_bar
+            )
+        # A named model gives the same embeddings every time: encode each caption list once per
+        # machine (a benchmark builds the same providers for every row, in several processes).
+        cache = _embedding_cache_file(str(model), captions)
+        if cache.is_file():
+            return torch.load(cache, map_location="cpu", weights_only=True)
+        model = SentenceTransformer(str(model), device=None if device is None else str(device))
+        out = SentenceEmbeddingDistance._run_model(captions, model, batch_size, device, show_progress_bar)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(out, tmp)
+        os.replace(tmp, cache)  # atomic: a reader sees the whole file or none
+        return out
+
+    @staticmethod
+    def _run_model(captions, model, batch_size, device, show_progress_bar) -> torch.Tensor:
         out = model.encode(
             captions,
             batch_size=batch_size,

@@ -59,6 +59,7 @@ def build_data(config: TrainConfig, model: HashingModel) -> tuple[SampleView, Sa
         caption_target=config.caption_target,
         train_captions=config.train_captions,
         held_out_captions=config.held_out_captions,
+        query_split=config.query_split,
     )
     if config.validation_fraction:
         rest, val = validation_split(len(train), config.validation_fraction, config.seed)
@@ -176,14 +177,21 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
     cached backbone features, and the whole model (backbone + trained head) is what is saved.
     """
     from ..semantic_distances import build_semantic_distance
-    from .evaluation import RetrievalEvaluator
 
     spec = get_variant(config.variant)
     model = build_model(config)
     train, test, database = build_data(config, model)
-    if getattr(train, "captions", None) is not None and spec.needs_class_labels:
-        raise ValueError(f"variant {config.variant!r} needs class labels; captioned data has none")
     captions = getattr(train, "captions", None)
+    if captions is not None and spec.needs_class_labels and not config.pseudo_labels:
+        raise ValueError(
+            f"variant {config.variant!r} needs class labels; captioned data has none "
+            "(pseudo_labels=K trains it on K k-means clusters of the caption embeddings)"
+        )
+    if config.pseudo_labels and (captions is None or not spec.needs_class_labels):
+        raise ValueError(
+            "pseudo_labels is for label-based variants (PML baselines, L_cls) on captioned data; "
+            f"got variant {config.variant!r} on {'captioned' if captions is not None else 'labelled'} data"
+        )
     semantic_distance = build_semantic_distance(  # from explicit settings the saved run keeps
         config.semantic,
         classes=None if captions is not None else list(train.classes),
@@ -196,7 +204,11 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
         caption_seed=config.seed,
     )
     random_captions = config.caption_target == "random" and hasattr(semantic_distance, "as_mean")
-    trained, export = model, None
+    label_table = None
+    if config.pseudo_labels:
+        # Centroids from the training images only; every image gets its nearest one.
+        label_table = semantic_distance.cluster_labels(config.pseudo_labels, config.seed, ids=train.targets)
+    trained, export, images = model, None, train
     if config.cache_features:
         train_features, test_features = build_feature_data(config, model, train, test, database)
         # The database keeps every class; with holdout_classes the head trains (and takes its
@@ -214,16 +226,12 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
         config.variant,
         semantic_distance,
         embedding_size=config.num_bits,
-        num_classes=train.num_labels if spec.cls else None,
+        num_classes=(config.pseudo_labels or train.num_labels) if spec.cls else None,
+        label_table=label_table,
         **config.objective_settings(),
     )
-    evaluator = RetrievalEvaluator(
-        semantic_distance.as_mean() if random_captions else semantic_distance,  # score the mean target
-        k=config.hp_k,
-        max_db_samples=config.max_db_samples,
-        seed=config.seed,
-        label_metrics=captions is None,
-        **evaluation_groups(config, train.classes),
+    evaluator = build_evaluator(
+        config, images, semantic_distance.as_mean() if random_captions else semantic_distance
     )
     return dict(
         model=trained,
@@ -240,6 +248,33 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
     )
 
 
+def build_evaluator(config: TrainConfig, train, semantic_distance):
+    """Held-out caption scoring (:class:`CaptionRetrievalEvaluator`, sentence and word relevance)
+    when captioned data keeps ``held_out_captions``; else :class:`RetrievalEvaluator` with the
+    training provider (for captions without held-out ones, that scoring is circular)."""
+    from .evaluation import CaptionRetrievalEvaluator, RetrievalEvaluator
+
+    held_out = getattr(train, "held_out_sets", None)
+    if held_out and any(held_out):
+        from ..retrieval import CAPTION_RELEVANCES, caption_relevance
+
+        relevances = {
+            kind: caption_relevance(held_out, kind, model=config.sentence_model)
+            for kind in CAPTION_RELEVANCES
+        }
+        return CaptionRetrievalEvaluator(
+            relevances, k=config.hp_k, max_db_samples=config.max_db_samples, seed=config.seed
+        )
+    return RetrievalEvaluator(
+        semantic_distance,  # with caption_target="random": the mean target
+        k=config.hp_k,
+        max_db_samples=config.max_db_samples,
+        seed=config.seed,
+        label_metrics=getattr(train, "captions", None) is None,
+        **evaluation_groups(config, train.classes),
+    )
+
+
 def default_num_workers() -> int:
     """Loader processes for image data: the cores this process may use, less one for the model."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -249,6 +284,7 @@ def default_num_workers() -> int:
 __all__ = [
     "build_callbacks",
     "build_data",
+    "build_evaluator",
     "build_feature_data",
     "build_model",
     "build_run",

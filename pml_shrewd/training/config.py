@@ -73,6 +73,11 @@ class TrainConfig:
     caption_target: str = "mean"
     train_captions: list[int] | None = None
     held_out_captions: list[int] | None = None
+    # Label-based losses (PML baselines, L_cls) on captioned data train on this many pseudo-classes:
+    # spherical k-means of the training images' mean caption embeddings (CaptionSetDistance.cluster_labels).
+    pseudo_labels: int | None = None
+    # Captioned data with splits (Flickr8k's splits.csv): queries from "test", or "dev" to tune.
+    query_split: str = "test"
     # model
     backbone: str = "resnet18"
     num_bits: int = 64
@@ -169,6 +174,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
         if self.batch_size < 2:
             raise ValueError("TrainConfig.batch_size must be >= 2 (the losses compare pairs)")
+        if self.pseudo_labels is not None and (
+            isinstance(self.pseudo_labels, bool) or self.pseudo_labels < 2
+        ):
+            raise ValueError(
+                f"TrainConfig.pseudo_labels must be a number of clusters >= 2, got {self.pseudo_labels!r}"
+            )
         if self.caption_target not in ("mean", "random"):
             raise ValueError(f"TrainConfig.caption_target must be mean|random, got {self.caption_target!r}")
         if self.sim_error not in ("squared", "absolute"):

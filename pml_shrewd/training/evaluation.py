@@ -203,3 +203,101 @@ def warn_unmatched_queries(query_labels: np.ndarray, db_labels: np.ndarray) -> i
             stacklevel=3,
         )
     return int(missing.sum())
+
+
+class CaptionRetrievalEvaluator:
+    """Test images query the database images; relevance comes from held-out captions
+    (:func:`~pml_shrewd.retrieval.evaluate_caption_codes`: graded mAHP@k and nDCG@k, binarised and
+    continuous, for every relevance), so a good score cannot just mean the codes copied the
+    sentence model that made the training targets.
+
+    Args:
+        relevances: ``{name: provider}`` over image ids (e.g. ``{"sentence": ..., "words": ...}``
+            from :func:`~pml_shrewd.retrieval.caption_relevance` of the held-out caption sets).
+        k, max_db_samples, seed, return_curves, keep_codes: as :class:`RetrievalEvaluator`.
+
+    :meth:`score` and :meth:`score_embeddings` score codes or real vectors computed elsewhere
+    (ITQ codes, backbone features) the same way.
+
+    Example::
+
+        data = CaptionedImages("captions.csv", train_captions=(0, 1, 2), held_out_captions=(3, 4))
+        relevance = {r: caption_relevance(data.held_out_sets, r) for r in CAPTION_RELEVANCES}
+        trainer = Trainer(model, loss_fn, train, test, evaluator=CaptionRetrievalEvaluator(relevance, k=100))
+    """
+
+    def __init__(
+        self,
+        relevances: dict[str, Any],
+        *,
+        k: int = 100,
+        max_db_samples: int | None = None,
+        seed: int = 0,
+        return_curves: bool = False,
+        keep_codes: bool = False,
+    ) -> None:
+        if not relevances:
+            raise ValueError("CaptionRetrievalEvaluator needs at least one relevance provider")
+        self.relevances, self.k = dict(relevances), k
+        self.max_db_samples, self.seed = max_db_samples, seed
+        self.return_curves, self.keep_codes = return_curves, keep_codes
+        self.codes: dict[str, np.ndarray] = {}
+
+    def __call__(self, trainer) -> dict[str, Any]:
+        from ..data import database_subset
+
+        database = database_subset(trainer.database_set, self.max_db_samples, self.seed)
+        q_codes, q_ids = trainer.encode(trainer.test_set)
+        db_codes, db_ids = trainer.encode(database)
+        if not trainer.accelerator.is_main_process:
+            return {}
+        if self.keep_codes:
+            self.codes = dict(
+                query_codes=q_codes.numpy(),
+                query_labels=q_ids.numpy(),
+                db_codes=db_codes.numpy(),
+                db_labels=db_ids.numpy(),
+            )
+        return self.score(q_codes, db_codes, q_ids, db_ids)
+
+    def score(self, query_codes: Any, db_codes: Any, query_ids: Any, db_ids: Any) -> dict[str, Any]:
+        """The figures of codes in ``[0, 1]`` (Hamming of the binarised codes, and L1)."""
+        from ..retrieval import evaluate_caption_codes
+
+        return _floats(
+            evaluate_caption_codes(
+                query_codes,
+                db_codes,
+                query_ids,
+                db_ids,
+                relevance=self.relevances,
+                k=self.k,
+                return_curves=self.return_curves,
+            )
+        )
+
+    def score_embeddings(
+        self, query_x: Any, db_x: Any, query_ids: Any, db_ids: Any, distance: str = "cosine"
+    ) -> dict[str, Any]:
+        """The binary-ranking keys for real vectors ranked by ``distance`` (no hashing)."""
+        from ..retrieval import evaluate_caption_embeddings
+
+        return _floats(
+            evaluate_caption_embeddings(
+                query_x,
+                db_x,
+                query_ids,
+                db_ids,
+                relevance=self.relevances,
+                k=self.k,
+                distance=distance,
+                return_curves=self.return_curves,
+            )
+        )
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: (float(v) if np.isscalar(v) and not isinstance(v, (int, np.integer, str)) else v)
+        for key, v in metrics.items()
+    }
