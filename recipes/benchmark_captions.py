@@ -33,13 +33,12 @@ from pml_shrewd.benchmarking.command import (
     select_rows,
 )
 from pml_shrewd.benchmarking.report import caption_markdown_table, update_benchmarks_md, write_report
+from pml_shrewd.benchmarking.rows import row_config
 
 ROWS = Path(__file__).resolve().parent / "configs" / "flickr8k-frozen" / "rows.json"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from pml_shrewd.training import TrainConfig
-
     p = benchmark_parser(__doc__, str(ROWS))
     p.add_argument("--captions", required=True, help="captions.csv (image,caption; splits.csv beside it)")
     p.add_argument("--validate", action="store_true", help="query with the dev images (tuning)")
@@ -51,8 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    first = TrainConfig.load(rows[0].config, **{**rows[0].overrides, **overrides})
-    prepare_run(first)  # features and caption embeddings, once
+    prepare_run(row_config(rows[0], overrides))  # features and caption embeddings, once
     prepare_seconds = time.time() - started
 
     results = run_rows(

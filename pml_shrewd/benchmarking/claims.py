@@ -127,7 +127,7 @@ def check_caption_claims(
             span = rows[oracle][key] - rows[itq][key]
             share = (ours - rows[itq][key]) / span if span > 0 else float("nan")
             checks[f"SHREWD closes >= half of ITQ -> text oracle ({rel})"] = dict(
-                holds=bool(share >= 0.5),
+                holds=bool(round(share, 9) >= 0.5),  # "at least", to rounding
                 detail=f"ITQ {rows[itq][key]:.4f}, SHREWD {ours:.4f}, oracle {rows[oracle][key]:.4f}: "
                 f"{share:.2f} of the distance",
             )

@@ -52,9 +52,15 @@ def load_rows(manifest: str | os.PathLike) -> list[Row]:
 
 
 def row_config(row: Row, overrides: Mapping[str, Any]):
-    """The row's TrainConfig: its file, then the row's own overrides, then the run's."""
+    """The row's TrainConfig: its file, then the row's own overrides, then the run's (a run-wide
+    ``pseudo_labels`` only reaches rows whose variant trains on labels)."""
+    from ..losses import get_variant
     from ..training import TrainConfig
 
+    config = TrainConfig.load(row.config, **row.overrides)
+    overrides = dict(overrides)
+    if not get_variant(config.variant).needs_class_labels or row.method != "train":
+        overrides.pop("pseudo_labels", None)  # a run-wide cluster count is for the label-based rows
     return TrainConfig.load(row.config, **{**row.overrides, **overrides})
 
 
