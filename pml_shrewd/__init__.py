@@ -24,7 +24,13 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         semantic_distance_for,
     )
     from .losses import CrossBatchMemory, NonFiniteLossError, RelabeledLoss, SemanticDistanceLoss, SHREDLoss
-    from .models import HashHead, HashingModel, create_hashing_model, efficientnet_lite0_weights
+    from .models import (
+        HashHead,
+        HashingModel,
+        TextHashEncoder,
+        create_hashing_model,
+        efficientnet_lite0_weights,
+    )
     from .regularizers import EmpiricalKLRegularizer
     from .retrieval import (
         HashIndex,
@@ -69,6 +75,7 @@ _LAZY = {
     "SHREDLoss": "losses",
     "HashHead": "models",
     "HashingModel": "models",
+    "TextHashEncoder": "models",
     "create_hashing_model": "models",
     "efficientnet_lite0_weights": "models",
     "EmpiricalKLRegularizer": "regularizers",
@@ -157,6 +164,7 @@ __all__ = [
     # models, data, training
     "HashHead",
     "HashingModel",
+    "TextHashEncoder",
     "create_hashing_model",
     "efficientnet_lite0_weights",
     "CaptionedImages",

@@ -97,6 +97,8 @@ FIELD_HELP = {
     "caption_target": "captioned images: mean of their captions' embeddings, or one caption drawn per epoch (random)",
     "train_captions": "caption positions that train (e.g. 0 1 2); the rest may be held out",
     "held_out_captions": "caption positions held out for evaluation (e.g. 3 4)",
+    "pseudo_labels": "label-based losses on captioned data: train on this many k-means clusters of the caption embeddings",
+    "query_split": "captioned data with splits: queries from test, or dev to tune",
     "hp_k": "k of the evaluation's mAHP@k",
     "max_db_samples": "random database subset of this size for evaluation",
     "print_epochs": "print one summary line per epoch",
@@ -348,6 +350,8 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
+    import numpy as np
+
     from .data import ImageFiles
     from .retrieval import HashIndex, binarize
     from .training import encode_dataset, load_trained_model
@@ -368,16 +372,34 @@ def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
     if missing:
         raise FileNotFoundError(f"search: no such query image(s): {missing}")
     queries = list(args.queries)
+    text_encoder = None
     if args.caption:
-        # Text has no hash code of its own: the query becomes the indexed image whose caption
-        # is nearest in sentence-embedding space (the space the model was trained to follow).
-        queries += caption_anchors(args.caption, meta, info)
-    codes, _, kept = encode_dataset(model, ImageFiles(queries, model.transform(train=False)))
+        from .models.text_encoder import TEXT_ENCODER_DIR, TextHashEncoder
+
+        model_dir = args.model or meta["model"]
+        if os.path.isdir(os.path.join(model_dir, TEXT_ENCODER_DIR)):
+            # The model's text encoder codes text into the images' Hamming space: any image index.
+            text_encoder = TextHashEncoder.from_pretrained(model_dir)
+        else:
+            # No text encoder: the query becomes the indexed image whose caption is nearest in
+            # sentence-embedding space (only for indexes of captioned collections).
+            queries += caption_anchors(args.caption, meta, info)
+    codes, kept = np.zeros((0, model.num_bits), np.float32), []
+    if queries:
+        codes, _, kept = encode_dataset(model, ImageFiles(queries, model.transform(train=False)))
+        codes, kept = codes.numpy(), list(kept)
     if len(kept) < len(queries):
         bad = [q for i, q in enumerate(queries) if i not in set(kept)]
         print(f"skipped unreadable query image(s): {bad}", file=sys.stderr)
     names = list(args.queries) + [f"caption {c!r}" for c in args.caption or []]
-    dist, ids = index.search(binarize(codes.numpy(), 0.5), min(args.k, len(meta["paths"])))
+    if text_encoder is not None:
+        if text_encoder.num_bits != model.num_bits:
+            raise ValueError(
+                f"search: the text encoder makes {text_encoder.num_bits}-bit codes, the model {model.num_bits}"
+            )
+        codes = np.concatenate([codes, text_encoder.encode(args.caption).numpy()])
+        kept += list(range(len(args.queries), len(names)))
+    dist, ids = index.search(binarize(codes, 0.5), min(args.k, len(meta["paths"])))
     class_names = meta.get("class_names") or []  # absent in indexes written before names were kept
     results = []
     for qi, row_d, row_i in zip(kept, dist.tolist(), ids.tolist()):
@@ -394,7 +416,8 @@ def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
             if i >= 0
         ]
         results.append(hits)
-        print(f"query {names[qi]}" + (f" (via {queries[qi]})" if qi >= len(args.queries) else ""))
+        via = queries[qi] if len(args.queries) <= qi < len(queries) else None  # nearest-caption route
+        print(f"query {names[qi]}" + (f" (via {via})" if via else ""))
         for h in hits:
             label = h["label"] if h["name"] == h["label"] else f"{h['label']} ({h['name']})"
             print(f"  {h['rank']:3d}  hamming {h['hamming']:3d}  {label}  {h['path']}")
@@ -402,6 +425,33 @@ def cmd_search(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     return results
+
+
+def cmd_train_text(args: argparse.Namespace) -> str:
+    """Train the model's text encoder on its captioned training images and save it beside the model."""
+    from .models.text_encoder import TEXT_ENCODER_DIR
+    from .training import TrainConfig, encode_dataset, load_trained_model, train_text_encoder
+    from .training.builders import build_data
+    from .training.text_encoder import caption_training_pairs
+
+    model, info = load_trained_model(args.model)
+    config = TrainConfig.from_dict(info.get("train") or {}, data_path=args.data, dataset=args.dataset)
+    _, _, database = build_data(config, model)  # the training images, eval transform
+    if getattr(database, "caption_sets", None) is None:
+        raise ValueError(
+            f"train-text: {config.data_path!r} is not a captioned collection (CSV/JSONL of image, caption)"
+        )
+    codes, ids, kept = encode_dataset(model, database, args.batch_size)
+    targets, captions, owner = caption_training_pairs(
+        database.caption_sets, ids.numpy(), config.sentence_model
+    )
+    encoder = train_text_encoder(
+        codes.numpy(), targets, captions, owner, sentence_model=config.sentence_model,
+        steps=args.steps, seed=config.seed,
+    )  # fmt: skip
+    out = encoder.save_pretrained(os.path.join(args.model, TEXT_ENCODER_DIR))
+    print(f"text encoder trained on {len(captions)} captions of {len(kept)} images -> {out}")
+    return out
 
 
 def caption_anchors(texts: list[str], meta: dict[str, Any], info: dict[str, Any]) -> list[str]:
@@ -588,13 +638,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--caption",
         action="append",
-        help="query text (repeatable; for indexes of captioned collections): searches with the "
-        "indexed image whose caption is nearest in sentence-embedding space",
+        help="query text (repeatable): coded by the model's text encoder (`train-text`) into the "
+        "images' Hamming space, else (indexes of captioned collections) the indexed image whose "
+        "caption is nearest in sentence-embedding space",
     )
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--model", help="model folder (default: the one that built the index)")
     p.add_argument("--output-json", "--json", dest="json", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "train-text",
+        help="train a text encoder into a captioned model's Hamming space (then `search --caption` "
+        "searches any image index with text)",
+    )
+    p.add_argument("--model", required=True, help="run folder of a model trained on captions")
+    p.add_argument("--data", help="captions file (default: the one the model was trained on)")
+    p.add_argument("--dataset", help="layout (default: as trained)")
+    p.add_argument("--steps", type=int, default=2000, help="training steps of the text encoder")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch when encoding")
+    p.set_defaults(func=cmd_train_text)
 
     p = sub.add_parser(
         "plot",

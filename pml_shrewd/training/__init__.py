@@ -14,6 +14,8 @@ _LAZY = {
     "Trainer": "trainer",
     "gather_with_grad": "trainer",
     "load_trained_model": "trainer",
+    "train_text_encoder": "text_encoder",
+    "text_to_image_figures": "text_encoder",
 }
 
 
@@ -56,6 +58,8 @@ __all__ = [
     "Trainer",
     "RetrievalEvaluator",
     "CaptionRetrievalEvaluator",
+    "train_text_encoder",
+    "text_to_image_figures",
     "KLWarmup",
     "build_run",
     "encode_dataset",
