@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> dict:
     p = benchmark_parser(__doc__, str(ROWS))
     p.add_argument("--captions", required=True, help="captions.csv (image,caption; splits.csv beside it)")
     p.add_argument("--validate", action="store_true", help="query with the dev images (tuning)")
+    p.add_argument(
+        "--text-steps", type=int, default=2000, help="steps of the text encoder on SHREWD's codes (0: none)"
+    )
     args = p.parse_args(argv)
     overrides = {**config_overrides(args), "data_path": args.captions, "dataset": "captions"}
     if args.validate:
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    prepare_run(row_config(rows[0], overrides))  # features and caption embeddings, once
+    first = row_config(rows[0], overrides)
+    prepare_run(first)  # features and caption embeddings, once
     prepare_seconds = time.time() - started
 
     results = run_rows(
@@ -72,6 +76,15 @@ def main(argv: list[str] | None = None) -> dict:
         results={n: {m: v for m, v in r.items() if not m.startswith("hp_curve")} for n, r in results.items()},
     )
     report["claims"] = check_caption_claims(report["results"], relevances)
+    shrewd = plain_rows(results).get("shrewd")
+    if args.text_steps and shrewd is not None:
+        report["text_to_image"] = text_queries(first, out, shrewd, args)
+        t = report["text_to_image"]
+        report["claims"]["text encoder R@10 > nearest-caption route R@10"] = dict(
+            holds=t["text encoder"]["R@10"] > t["nearest caption"]["R@10"],
+            detail=f"{t['text encoder']['R@10']:.4f} vs {t['nearest caption']['R@10']:.4f}",
+        )
+    report["wall_seconds"] = time.time() - started
     curves = {
         f"{name} [{rel}]": results[name][f"hp_curve [{rel}]"]
         for name in plotted_rows(results)
@@ -79,9 +92,13 @@ def main(argv: list[str] | None = None) -> dict:
         if f"hp_curve [{rel}]" in results[name]
     }
     write_report(out, report, curves, title=f"Flickr8k: HP@k by held-out captions ({split})")
+    if report.get("text_to_image"):
+        with open(out / "table.md", "a") as f:
+            f.write(text_table(report["text_to_image"]))
     for claim, check in report["claims"].items():
         print(f"{'PASS' if check['holds'] else 'FAIL'}  {claim}: {check['detail']}")
     if args.benchmarks_md:
+        table = caption_markdown_table(report) + text_table(report.get("text_to_image"))
         bullets = [
             f"command: `{report['command']}`",
             f"machine: {report['machine']}; wall time {report['wall_seconds'] / 60:.1f} min for all rows "
@@ -89,11 +106,45 @@ def main(argv: list[str] | None = None) -> dict:
             f"rows: `{report['rows']}` (TrainConfig files; run-wide overrides {report['overrides']})",
         ]
         tag = "flickr8k" + ("-validation" if args.validate else "")
-        update_benchmarks_md(
-            args.benchmarks_md, tag, f"Flickr8k ({split})", bullets, caption_markdown_table(report)
-        )
+        update_benchmarks_md(args.benchmarks_md, tag, f"Flickr8k ({split})", bullets, table)
     print(f"wrote {out}/results.json, table.md, hp_curves.png, codes/*.npz in {report['wall_seconds']:.0f}s")
     return report
+
+
+def text_queries(config, out: Path, shrewd: str, args) -> dict:
+    """Held-out captions of the query images search SHREWD's image codes: text encoder vs nearest caption."""
+    from pml_shrewd.benchmarking.report import variant_slug
+    from pml_shrewd.benchmarking.text_queries import text_to_image_rows
+    from pml_shrewd.data import CaptionedImages
+
+    data = CaptionedImages(
+        config.data_path, train_captions=config.train_captions, held_out_captions=config.held_out_captions
+    )
+    started = time.time()
+    rows = text_to_image_rows(
+        out / "codes" / f"{variant_slug(shrewd)}.npz",
+        data,
+        sentence_model=config.sentence_model,
+        steps=args.text_steps,
+        seed=config.seed,
+        k=config.hp_k,
+        save_to=Path(args.runs_dir) / variant_slug(shrewd) / "text_encoder",
+    )
+    for name, r in rows.items():
+        print(f"text -> image, {name:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in r.items()))
+    return {**rows, "seconds": round(time.time() - started, 1), "steps": args.text_steps}
+
+
+def text_table(text: dict | None) -> str:
+    """The text-to-image figures as a markdown table."""
+    if not text:
+        return ""
+    keys = ["R@1", "R@5", "R@10", "median rank", "mAHP@k"]
+    lines = ["", "| text -> image (held-out captions of the query images) | " + " | ".join(keys) + " |"]
+    lines.append("|" + "---|" * (len(keys) + 1))
+    for name in ("text encoder", "nearest caption"):
+        lines.append(f"| {name} | " + " | ".join(f"{text[name][k]:.4f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plotted_rows(results: dict) -> list[str]:

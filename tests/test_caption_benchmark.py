@@ -165,7 +165,7 @@ def test_benchmark_captions_end_to_end(tmp_path, cache):
     out = tmp_path / "out"
     argv = ["--captions", str(csv_path), "--out", str(out), "--runs-dir", str(tmp_path / "runs")]
     argv += ["--steps", "3", "--batch-size", "8", "--bits", "8", "--image-size", "32", "--hp-k", "5"]
-    argv += ["--pseudo-labels", "3"]
+    argv += ["--pseudo-labels", "3", "--text-steps", "5"]
     report = bench.main([*argv, "--only", *rows, "--benchmarks-md", str(tmp_path / "B.md")])
     results = report["results"]
     assert list(results) == rows and report["relevances"] == ["sentence", "words"] and report["k"] == 5
@@ -175,6 +175,11 @@ def test_benchmark_captions_end_to_end(tmp_path, cache):
         assert ideal[f"mAHP@k [{rel}]"] == pytest.approx(4 / 5)  # HP@i = 1: the trapezoid's (k - 1) / k
         assert results["random ranking"][f"mAHP@k [{rel}]"] < ideal[f"mAHP@k [{rel}]"]
     assert "probe_acc" not in results["SHREWD (L_sim + L_KL)"]  # no class labels to probe
+    text = report["text_to_image"]
+    assert set(text["text encoder"]) == {"R@1", "R@5", "R@10", "median rank", "mAHP@k", "k"}
+    assert set(text["nearest caption"]) == set(text["text encoder"])
+    assert (tmp_path / "runs" / "SHREWD__L_sim___L_KL" / "text_encoder" / "config.json").is_file()
+    assert "text encoder R@10 > nearest-caption route R@10" in report["claims"]
     assert any(k.startswith("SHREWD >= best PML baseline") for k in report["claims"])
     saved = json.loads((out / "results.json").read_text())
     assert saved["results"].keys() == results.keys()
