@@ -12,6 +12,10 @@ from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..utils import NonFiniteLossError, check_embeddings, distance_matrix
 
+# Entries per block of the nearest-neighbour search on CPU (4 MB of float32): a block that size
+# is reused by the allocator from one to the next and stays in cache while it is searched.
+_SEARCH_BLOCK_ENTRIES = 2**20
+
 
 class EmpiricalKLRegularizer(BaseRegularizer):
     """Kozachenko-Leonenko estimate of KL(p_z || Beta(alpha, beta)^K), L_KL of SHREWD
@@ -37,7 +41,8 @@ class EmpiricalKLRegularizer(BaseRegularizer):
     1e-8 rounds to 0), so duplicate codes give finite values and finite gradients in every
     dtype; a non-finite result raises ``NonFiniteLossError`` (a ``FloatingPointError``)
     instead of returning inf/NaN.
-    The computation has no in-place updates of views, so it works under ``torch.compile``.
+    It works under ``torch.compile`` (no ``fill_diagonal_`` on a slice, whose ``as_strided`` view
+    AOTAutograd cannot functionalise; the search fills a ``diagonal()`` view, which it can).
 
     Args:
         alpha, beta: Beta target parameters (paper: 0.1, 0.1).
@@ -143,15 +148,67 @@ class EmpiricalKLRegularizer(BaseRegularizer):
         One distance matrix against ``[target; embeddings]``, without autograd: only
         the chosen pairs are then recomputed with gradients (:meth:`exact_distance`),
         the same gradient as through the min of the full matrix at O(B * K) instead of
-        O(B^2 * K) backward cost.
+        O(B^2 * K) backward cost. For the default Euclidean distance the matrix is
+        ``torch.cdist``'s own (norms and one matrix product), computed in blocks of rows
+        (:meth:`_euclidean_argmins`): the same values, and on CPU never the whole
+        ``B x (m + B)`` matrix at once.
         """
         with torch.no_grad():
-            mat = distance_matrix(self.distance, embeddings, torch.cat([target, embeddings]))
+            ref = torch.cat([target, embeddings])
+            if self._blocked_search_applies(embeddings, ref):
+                return self._euclidean_argmins(embeddings, ref, len(target))
+            mat = distance_matrix(self.distance, embeddings, ref)
             to_target, to_batch = mat[:, : len(target)], mat[:, len(target) :]
             # Out of place: torch.compile cannot functionalise an in-place fill of a slice.
             self_pairs = torch.eye(len(embeddings), dtype=torch.bool, device=mat.device)
             to_batch = to_batch.masked_fill(self_pairs, float("inf"))
             return to_target.argmin(dim=1), to_batch.argmin(dim=1)
+
+    def _blocked_search_applies(self, embeddings: torch.Tensor, ref: torch.Tensor) -> bool:
+        """Whether ``self.distance(embeddings, ref)`` is ``torch.cdist(p=2)`` by its matrix-product
+        route (PML's ``LpDistance(p=2)`` without normalisation, power or statistics, float32 or
+        float64, more than 25 rows on one side: cdist's ``use_mm_for_euclid_dist_if_necessary``)."""
+        d = self.distance
+        return (
+            type(d) is LpDistance
+            and d.p == 2
+            and d.power == 1
+            and not d.normalize_embeddings
+            and not d.collect_stats
+            and embeddings.dtype in (torch.float32, torch.float64)
+            and (len(embeddings) > 25 or len(ref) > 25)
+        )
+
+    def _euclidean_argmins(
+        self, embeddings: torch.Tensor, ref: torch.Tensor, num_target: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The argmins of :meth:`nearest_neighbours` from ``torch.cdist(embeddings, ref)``'s
+        matrix-product form (``[-2x, |x|^2, 1] @ [y, 1, |y|^2]^T``, clamped at 0, square root),
+        built the way cdist builds it, in blocks of rows of about 2**20 entries: each block is
+        small enough for the allocator to reuse its memory (a fresh ``B x (m + B)`` matrix costs
+        more in page faults than the product itself) and is searched while in cache. Blocks
+        start at multiples of 128 rows, so each row meets the same BLAS kernel as in one product
+        over all rows: cdist's values bit for bit (tests/test_losses_fast_path.py); a BLAS that
+        rounded otherwise could only change the choice between two neighbours that are equally
+        near up to rounding. Other devices: one block."""
+        x_norm = embeddings.pow(2).sum(-1, True)
+        y_norm = ref.pow(2).sum(-1, True)
+        x_aug = torch.cat([embeddings.mul(-2), x_norm, torch.ones_like(x_norm)], -1)
+        y_aug_t = torch.cat([ref, torch.ones_like(y_norm), y_norm], -1).mT
+        n = len(embeddings)
+        block = (
+            n if embeddings.device.type != "cpu" else max(128, _SEARCH_BLOCK_ENTRIES // len(ref) // 128 * 128)
+        )
+        to_target, to_batch = [], []
+        for start in range(0, n, block):
+            mat = x_aug[start : start + block].matmul(y_aug_t).clamp_min_(0).sqrt_()
+            to_target.append(mat[:, :num_target].argmin(dim=1))
+            batch = mat[:, num_target:]
+            batch.diagonal(offset=start).fill_(float("inf"))  # the codes themselves
+            to_batch.append(batch.argmin(dim=1))
+        if len(to_target) == 1:
+            return to_target[0], to_batch[0]
+        return torch.cat(to_target), torch.cat(to_batch)
 
     def check_range(self, embeddings: torch.Tensor) -> None:
         """Raise a ``ValueError`` unless the codes lie in ``[0, 1]`` (up to ``range_tolerance``)."""
@@ -174,7 +231,8 @@ class EmpiricalKLRegularizer(BaseRegularizer):
     def exact_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Row-wise distances under ``self.distance``, differentiable."""
         diff = self.distance.maybe_normalize(a) - self.distance.maybe_normalize(b)
-        return torch.linalg.vector_norm(diff, ord=self.distance.p, dim=1) ** self.distance.power
+        norm = torch.linalg.vector_norm(diff, ord=self.distance.p, dim=1)
+        return norm if self.distance.power == 1 else norm**self.distance.power
 
     def sample_target(self, num_samples: int, dim: int, like: torch.Tensor) -> torch.Tensor:
         """A fresh ``Beta(alpha, beta)^dim`` sample shaped ``(num_samples, dim)``, on
@@ -192,7 +250,7 @@ class EmpiricalKLRegularizer(BaseRegularizer):
                 pool = self.exact_beta_sample((self.target_pool_size,), like.device)
             pool = self._target_pools[key] = pool.to(like.dtype)
         picks = torch.randint(len(pool), (num_samples, dim), device=like.device)
-        return pool[picks]
+        return pool.index_select(0, picks.view(-1)).view(num_samples, dim)  # = pool[picks], faster
 
     def exact_beta_sample(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         """Exact Beta draws in float64: with alpha = 0.1 the Gamma variates behind a float32
