@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction
-from pytorch_metric_learning.reducers import MeanReducer
+from pytorch_metric_learning.reducers import MeanReducer, MultipleReducers
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from ..distances import ManhattanDistance
@@ -61,6 +61,12 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
     float32 (:func:`~pml_shrewd.utils.distance_matrix`). NaN or infinite codes, and code
     distances or per-pair losses that are not finite (an overflow in the codes' dtype),
     raise :class:`NonFiniteLossError`.
+
+    Speed: with all pairs (no miner) and PML's default ``MeanReducer``, float32 or float64, the
+    mean is computed on the whole distance matrix in a few in-place passes, the semantic terms
+    on the table of the batch's distinct ids (:meth:`_all_pairs_mean`): the same value and
+    gradient up to rounding (tests/test_losses_fast_path.py), the loss PML's reducer sees is then
+    already reduced. Any other reducer gets the per-pair losses and their indices as before.
 
     Args:
         semantic_distance: a provider (``SemanticDistance``) mapping two id tensors to
@@ -153,6 +159,11 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
                     f"ref_emb has {ref_emb.shape[1]} dimensions but embeddings have {embeddings.shape[1]}"
                 )
         code_mat = distance_matrix(self.distance, embeddings, ref_emb)
+        if indices_tuple is None and self._fast_path_applies(code_mat):
+            # All pairs and PML's mean: on the whole matrix, in a few fused passes.
+            fast = self._all_pairs_mean(code_mat, labels, ref_labels, square=ref_emb is embeddings)
+            if fast is not None:
+                return fast
         # One B x R provider call, then the pairs: never a provider call per pair.
         sem_mat = self.semantic_distance(labels, ref_labels.to(labels.device))
         # Kept in float32 at least: per_pair_loss computes in that precision anyway.
@@ -179,6 +190,103 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
             return self.zero_losses()
         per_pair = self.per_pair_loss(code_dist, sem_dist)
         return {"loss": {"losses": per_pair, "indices": (rows, cols), "reduction_type": "pos_pair"}}
+
+    def _fast_path_applies(self, code_mat: torch.Tensor) -> bool:
+        """Whether :meth:`_all_pairs_mean` may replace the pair-by-pair computation: float32 or
+        float64 distances, PML's ``MeanReducer`` on this loss (every other reducer sees the
+        per-pair losses and their indices), no statistics collected."""
+        if code_mat.dtype not in (torch.float32, torch.float64) or code_mat.dim() != 2:
+            return False
+        if not code_mat.is_contiguous():
+            return False
+        reducer = self.reducer
+        if isinstance(reducer, MultipleReducers):
+            if reducer.collect_stats:
+                return False
+            reducer = reducer.reducers["loss"] if "loss" in reducer.reducers else reducer.default_reducer
+        return type(reducer) is MeanReducer and not reducer.collect_stats and not self.collect_stats
+
+    def _all_pairs_mean(
+        self, code_mat: torch.Tensor, labels: torch.Tensor, ref_labels: torch.Tensor, square: bool
+    ) -> dict | None:
+        """The mean of :meth:`per_pair_loss` over all pairs (``b != b'`` when ``square``), the
+        same value and gradient in far fewer passes over the ``B x R`` matrices.
+
+        * The semantic side is computed on the ``U x U'`` table of the distinct ids (one
+          provider call), its normalisers from the number of pairs per table entry, then
+          gathered: ``-D_y / max / tau_y`` and the weight ``w`` (with ``balance_levels`` too).
+        * The code side works on the whole matrix, the diagonal's terms set to zero (its
+          gradient too): no pair indices, no copies of the off-diagonal entries.
+        * :class:`_AllPairsMeanLoss` does the ``B x R`` passes in place and computes the
+          gradient in one more pass (the ``tau_z`` term is a scalar times ``D_z``'s sum).
+
+        Returns ``None`` (use the pair-by-pair path) where the normalisers are not finite or not
+        representable in the codes' dtype, so errors and extreme scales behave exactly as there.
+        """
+        n_rows, n_cols = code_mat.shape
+        num_pairs = n_rows * (n_cols - 1) if square else n_rows * n_cols
+        if num_pairs == 0 or (square and n_rows != n_cols):
+            return None
+        work = code_mat.dtype
+        ref_labels = labels if square else ref_labels.to(labels.device)
+        ids, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        if square:
+            ref_ids, ref_inverse, ref_counts = ids, inverse, counts
+        else:
+            ref_ids, ref_inverse, ref_counts = torch.unique(
+                ref_labels, return_inverse=True, return_counts=True
+            )
+        table = self.semantic_distance(ids, ref_ids)  # the provider's checks, on the distinct ids
+        table = table.to(device=code_mat.device, dtype=work)
+        counts, ref_counts = counts.to(code_mat.device), ref_counts.to(code_mat.device)
+        inverse, ref_inverse = inverse.to(code_mat.device), ref_inverse.to(code_mat.device)
+        pairs_per_entry = counts[:, None] * ref_counts[None, :]  # pairs (b, b') with these ids
+        if square:
+            pairs_per_entry.diagonal().sub_(counts)  # less the self-pairs
+        present = pairs_per_entry > 0
+        sem_scale = table.masked_fill(~present, -math.inf).max()  # largest D_y among the pairs used
+        sem_n = table / torch.where(sem_scale > 0, sem_scale, torch.full_like(sem_scale, math.inf))
+        tau_y = ((sem_n.double() * pairs_per_entry).sum() / num_pairs).to(work)
+        neg_target = sem_n.div_(tau_y.clamp(min=self.eps)).neg_()  # -(D_y / max) / tau_y per entry
+        weight = (self.gamma / (self.gamma + table)) ** self.rho
+        if self.balance_levels:
+            levels, level = torch.unique(table[present], return_inverse=True)
+            count = torch.zeros(len(levels), dtype=torch.long, device=table.device)
+            count.scatter_add_(0, level, pairs_per_entry[present])
+            weight[present] = weight[present] * (num_pairs / (len(levels) * count[level]).to(weight.dtype))
+
+        with torch.no_grad():
+            dist = code_mat.detach()
+            largest = dist.max()
+            if square:
+                off = off_diagonal_view(dist)
+                stats = torch.stack([largest, dist.diagonal().max(), off.sum()]).tolist()
+                largest_value, diagonal_max, total = stats
+                if diagonal_max == largest_value and diagonal_max > 0:  # the diagonal holds the max
+                    largest_value = float(off.max())
+            else:
+                largest_value, total = torch.stack([largest, dist.sum()]).tolist()
+        if not (math.isfinite(largest_value) and math.isfinite(total)):
+            return None  # non-finite or overflowing distances: the pair-by-pair path names them
+        # scale_normalised's rule: divide by the largest distance, by infinity if that is 0
+        scale = largest_value if largest_value > 0 else math.inf
+        tau_z = total / scale / num_pairs
+        divisor = scale * max(tau_z, self.eps)  # D_z / max / tau_z = D_z / divisor
+        tau_z_grad = (not self.detach_tau_z) and tau_z >= self.eps and code_mat.requires_grad
+        finfo = torch.finfo(work)
+        if math.isfinite(divisor) and not (
+            finfo.tiny < divisor and 1 / (divisor * num_pairs) < finfo.max / 2
+        ):
+            return None  # the divisor (or the gradient's scale) is not a normal number of the dtype
+        # the gathers: B x R entries from the U x U' tables
+        neg_target = neg_target.index_select(0, inverse).index_select(1, ref_inverse)
+        weight = weight.index_select(0, inverse).index_select(1, ref_inverse)
+        loss = _AllPairsMeanLoss.apply(
+            code_mat, neg_target, weight, divisor, num_pairs, self.error == "squared", square, tau_z_grad
+        )
+        if not torch.isfinite(loss):
+            return None
+        return {"loss": {"losses": loss, "indices": None, "reduction_type": "already_reduced"}}
 
     def per_pair_loss(self, code_dist: torch.Tensor, sem_dist: torch.Tensor) -> torch.Tensor:
         """Weighted error between normalised code and semantic distances of the pairs used.
@@ -228,6 +336,69 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
 
     def get_default_reducer(self):
         return MeanReducer()
+
+
+class _AllPairsMeanLoss(torch.autograd.Function):
+    """``mean over pairs of w * err(D / divisor - target)`` on whole ``B x R`` matrices.
+
+    ``neg_target`` (``-target``) and ``weight`` are this call's own buffers and are overwritten:
+    ``q = D / divisor + neg_target`` in the first, ``x = w * q`` (squared) or ``w * sign(q)``
+    (absolute) in the second, which is all the backward pass needs. With ``square`` the
+    diagonal's terms (self-pairs) are zero, and so is their gradient.
+
+    With ``f = 1 / divisor``, the gradient in ``D_ij`` is ``f/N * r_ij`` with
+    ``r = d(w * err)/dq`` (``2 x`` or ``x``), less ``(f/N)**2 * sum(r * D)`` for every pair when
+    ``tau_z`` carries gradient (``divisor`` is ``max * tau_z`` and ``tau_z`` is the mean of
+    ``D / max``; the max is detached). ``divisor = inf`` (all distances 0) gives ``q = -target``
+    and no gradient, as :func:`scale_normalised` does.
+    """
+
+    @staticmethod
+    def forward(ctx, code_mat, neg_target, weight, divisor, num_pairs, squared, square, tau_z_grad):
+        dist = code_mat.contiguous()
+        # D / divisor (a division, as D / max / tau_z: exact fits stay exact)
+        q = neg_target.addcdiv_(dist, torch.full((), divisor, dtype=dist.dtype, device=dist.device))
+        if square:
+            q.diagonal().zero_()
+        x = weight.mul_(q if squared else q.sign())
+        # The sums by torch's cascade summation (a long BLAS dot drifts by 1e-6 relative in
+        # float32, and sum(x * D) sets the tau_z term, which the per-pair terms nearly cancel),
+        # their products written into q's buffer, which is no longer needed.
+        total = q.mul_(x).sum()  # sum(w * err)
+        factor = 1.0 / divisor
+        if tau_z_grad:
+            # (f/N) * sum(x * D): of the order of the loss, no overflow of (f/N)**2 at extreme scales
+            ctx.tau_z_term = torch.mul(x, dist, out=q).sum().to(torch.float64) * (factor / num_pairs)
+        else:
+            ctx.tau_z_term = None
+        ctx.scale = (2.0 if squared else 1.0) * factor / num_pairs
+        ctx.square = square
+        ctx.save_for_backward(x)
+        return (total.to(torch.float64) / num_pairs).to(code_mat.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 8
+        g = grad.to(torch.float64)
+        scale = (g * ctx.scale).to(x.dtype)
+        if ctx.tau_z_term is None:
+            shift = torch.zeros((), dtype=x.dtype, device=x.device)
+        else:
+            shift = (-(g * ctx.scale) * ctx.tau_z_term).to(x.dtype)
+        grad_dist = torch.addcmul(shift, x, scale)
+        if ctx.square:
+            grad_dist.diagonal().zero_()
+        return grad_dist, None, None, None, None, None, None, None
+
+
+def off_diagonal_view(mat: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a contiguous square ``n x n`` matrix, row by row, as an
+    ``(n - 1) x n`` strided view (the order of :func:`off_diagonal`)."""
+    n = len(mat)
+    return mat.view(-1)[1:].view(n - 1, n + 1)[:, :-1]
 
 
 def off_diagonal(mat: torch.Tensor) -> torch.Tensor:
