@@ -278,9 +278,10 @@ class SemanticDistanceLoss(BaseMetricLossFunction):
             finfo.tiny < divisor and 1 / (divisor * num_pairs) < finfo.max / 2
         ):
             return None  # the divisor (or the gradient's scale) is not a normal number of the dtype
-        # the gathers: B x R entries from the U x U' tables
-        neg_target = neg_target.index_select(0, inverse).index_select(1, ref_inverse)
-        weight = weight.index_select(0, inverse).index_select(1, ref_inverse)
+        # the gathers: B x R entries from the U x U' tables (columns of the small table first,
+        # then whole rows: index_select along dim 1 of a B-row matrix is slow on CPU)
+        neg_target = neg_target.index_select(1, ref_inverse).index_select(0, inverse)
+        weight = weight.index_select(1, ref_inverse).index_select(0, inverse)
         loss = _AllPairsMeanLoss.apply(
             code_mat, neg_target, weight, divisor, num_pairs, self.error == "squared", square, tau_z_grad
         )
