@@ -15,7 +15,9 @@ Also timed: L_sim through ``LpDistance(p=1, normalize_embeddings=False)``, its d
 Targets: at most 1.5x the default ContrastiveLoss() at batch 256, 1024 and 4096 (issue 19;
 issue 2 asked 1.5x the same-distance one at 256), and memory that grows no worse than B^2.
 Timings are medians of interleaved repeats; the load average is recorded with each batch
-size, since a busy 2-core machine stretches every figure.
+size, since a busy 2-core machine stretches every figure. The paired ratios (each round's
+ratio, then the median over rounds) are steadier than ratios of medians when the load changes
+during a run.
 """
 
 from __future__ import annotations
@@ -38,10 +40,17 @@ def random_provider(num_classes: int) -> MatrixDistance:
     return MatrixDistance(((t + t.T) / 2).fill_diagonal_(0))
 
 
-def time_fwd_bwd(loss_fns: dict, z, y, repeats: int) -> tuple[dict, dict]:
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
+def time_fwd_bwd(loss_fns: dict, z, y, repeats: int) -> tuple[dict, dict, dict]:
     """Median forward+backward seconds of each loss, wall clock and process CPU time, runs
     interleaved so that load from other processes hits every loss alike. With one thread
-    the CPU time hardly depends on the load (it counts no time spent waiting for a core)."""
+    the CPU time hardly depends on the load (it counts no time spent waiting for a core).
+
+    Also returned: the wall-clock times of every round, for paired ratios (each round's ratio,
+    then their median), which cancel load that changes from one round to the next."""
     wall = {name: [] for name in loss_fns}
     cpu = {name: [] for name in loss_fns}
     for step in range(repeats + 2):
@@ -53,11 +62,16 @@ def time_fwd_bwd(loss_fns: dict, z, y, repeats: int) -> tuple[dict, dict]:
             if step >= 2:  # the first two rounds warm up
                 wall[name].append(t1 - t0)
                 cpu[name].append(c1 - c0)
+    return (
+        {name: median(t) for name, t in wall.items()},
+        {name: median(t) for name, t in cpu.items()},
+        wall,
+    )
 
-    def median(times):
-        return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
-    return median(wall), median(cpu)
+def paired_ratio(rounds: dict, num: str, den: str) -> float:
+    """Median over the interleaved rounds of ``num``'s time over ``den``'s in the same round."""
+    return median([a / b for a, b in zip(rounds[num], rounds[den])])
 
 
 def peak_memory_bytes(loss_fn, z, y) -> int:
@@ -124,7 +138,7 @@ def main(argv=None) -> None:
         z = torch.rand(b, args.bits)
         y = torch.randint(0, args.num_classes, (b,))
         load_before = os.getloadavg()[0]
-        t, cpu = time_fwd_bwd(loss_fns, z, y, args.repeats)
+        t, cpu, rounds = time_fwd_bwd(loss_fns, z, y, args.repeats)
         load_after = os.getloadavg()[0]
         row = dict(
             batch=b,
@@ -148,6 +162,10 @@ def main(argv=None) -> None:
             cpu_ratio_sim_kl_vs_default=cpu["ours"] / cpu["pml"],
             cpu_ratio_sim_vs_l1=cpu["sim"] / cpu["pml_l1"],
             cpu_ratio_sim_kl_vs_l1=cpu["ours"] / cpu["pml_l1"],
+            paired_ratio_sim_vs_default=paired_ratio(rounds, "sim", "pml"),
+            paired_ratio_sim_kl_vs_default=paired_ratio(rounds, "ours", "pml"),
+            paired_ratio_sim_vs_l1=paired_ratio(rounds, "sim", "pml_l1"),
+            paired_ratio_sim_kl_vs_l1=paired_ratio(rounds, "ours", "pml_l1"),
         )
         line = f"{b:>6} " + " ".join(
             f"{1e3 * t[name]:>{max(len(h), 9)}.2f}" for name, (h, _) in LOSSES.items()
@@ -177,6 +195,13 @@ def main(argv=None) -> None:
             + " ".join(f"{c[name]:>{max(len(h), 9)}.2f}" for name, (h, _) in LOSSES.items())
             + f" {row['cpu_ratio_sim_vs_default']:>7.2f} {row['cpu_ratio_sim_kl_vs_default']:>7.2f}"
             f" {row['cpu_ratio_sim_vs_l1']:>7.2f} {row['cpu_ratio_sim_kl_vs_l1']:>7.2f}"
+        )
+    print("paired wall-clock ratios (median over rounds of each round's ratio):")
+    for row in rows:
+        print(
+            f"{row['batch']:>6} sim/() {row['paired_ratio_sim_vs_default']:.2f}"
+            f"  ours/() {row['paired_ratio_sim_kl_vs_default']:.2f}"
+            f"  sim/L1 {row['paired_ratio_sim_vs_l1']:.2f}  ours/L1 {row['paired_ratio_sim_kl_vs_l1']:.2f}"
         )
     if len(rows) >= 2 and not args.no_memory:
         b0, b1 = rows[0], rows[-1]
