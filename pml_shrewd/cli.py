@@ -176,6 +176,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 *flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
+        elif base is str and type(None) in args:  # optional: "none" unsets a config file's value
+            group.add_argument(
+                *flags, dest=f.name, type=_optional_str, default=None, help=help_text + "; none: unset"
+            )
         elif base in (int, float, str):
             group.add_argument(*flags, dest=f.name, type=base, default=None, help=help_text)
         elif typing.get_origin(base) is list and typing.get_args(base)[0] in (int, float, str):
@@ -183,6 +187,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(*flags, dest=f.name, type=item, nargs="+", default=None, help=help_text)
         else:  # e.g. a dict or list field: given as JSON on the command line
             group.add_argument(*flags, dest=f.name, type=json.loads, default=None, help=help_text + " (JSON)")
+
+
+def _optional_str(value: str):
+    from .training.config import NO_VALUE
+
+    return NO_VALUE if value.lower() == "none" else value
 
 
 def load_config_file(path: str, **overrides: Any):

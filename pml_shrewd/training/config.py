@@ -24,6 +24,16 @@ def __getattr__(name: str) -> Any:
 
 
 # Fields holding file paths (made absolute when they exist; relative to a config file when found there).
+class _NoValue:
+    """An override that sets an optional field to ``None`` (``--pretrained-file none``): a plain
+    ``None`` override means "not given" and keeps the config file's value."""
+
+    def __repr__(self) -> str:
+        return "NO_VALUE"
+
+
+NO_VALUE = _NoValue()
+
 PATH_FIELDS = ("data_path", "hierarchy_file", "pretrained_file", "holdout_classes", "class_groups")
 
 
@@ -242,7 +252,10 @@ class TrainConfig:
         if "extra" in data:  # configs written before 0.2 carry an unused "extra" field
             if data.pop("extra"):
                 warnings.warn("TrainConfig: the 'extra' field is gone and was never read", stacklevel=2)
-        merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+        merged = {
+            **data,
+            **{k: (None if v is NO_VALUE else v) for k, v in overrides.items() if v is not None},
+        }
         unknown = sorted(set(merged) - known)
         if unknown:
             raise ValueError(f"TrainConfig: unknown fields {unknown}")
