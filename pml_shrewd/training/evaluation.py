@@ -67,20 +67,10 @@ class RetrievalEvaluator:
         self.codes: dict[str, np.ndarray] = {}
 
     def __call__(self, trainer) -> dict[str, Any]:
-        from ..data import database_subset
-
-        database = database_subset(trainer.database_set, self.max_db_samples, self.seed)
-        q_codes, q_labels = trainer.encode(trainer.test_set)
-        db_codes, db_labels = trainer.encode(database)
-        if not trainer.accelerator.is_main_process:
+        encoded = encode_queries_and_database(self, trainer)
+        if encoded is None:
             return {}
-        if self.keep_codes:
-            self.codes = dict(
-                query_codes=q_codes.numpy(),
-                query_labels=q_labels.numpy(),
-                db_codes=db_codes.numpy(),
-                db_labels=db_labels.numpy(),
-            )
+        q_codes, q_labels, db_codes, db_labels = encoded
         out = self.score(q_codes, db_codes, q_labels, db_labels)
         if not self.label_metrics:
             drop_label_metrics(out)
@@ -180,6 +170,27 @@ class RetrievalEvaluator:
         }
 
 
+def encode_queries_and_database(evaluator, trainer):
+    """``(query codes, query labels, database codes, database labels)`` of the trainer's test set
+    and of ``evaluator``'s database subset (``max_db_samples``, ``seed``), kept in
+    ``evaluator.codes`` when ``keep_codes``; ``None`` on processes other than the main one."""
+    from ..data import database_subset
+
+    database = database_subset(trainer.database_set, evaluator.max_db_samples, evaluator.seed)
+    q_codes, q_labels = trainer.encode(trainer.test_set)
+    db_codes, db_labels = trainer.encode(database)
+    if not trainer.accelerator.is_main_process:
+        return None
+    if evaluator.keep_codes:
+        evaluator.codes = dict(
+            query_codes=q_codes.numpy(),
+            query_labels=q_labels.numpy(),
+            db_codes=db_codes.numpy(),
+            db_labels=db_labels.numpy(),
+        )
+    return q_codes, q_labels, db_codes, db_labels
+
+
 def drop_label_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """Remove mAP and P@k (in place) and say why in ``"absent"``: for captioned data every image is
     its own label, so no database item is ever "relevant" and both would always be 0."""
@@ -244,20 +255,10 @@ class CaptionRetrievalEvaluator:
         self.codes: dict[str, np.ndarray] = {}
 
     def __call__(self, trainer) -> dict[str, Any]:
-        from ..data import database_subset
-
-        database = database_subset(trainer.database_set, self.max_db_samples, self.seed)
-        q_codes, q_ids = trainer.encode(trainer.test_set)
-        db_codes, db_ids = trainer.encode(database)
-        if not trainer.accelerator.is_main_process:
+        encoded = encode_queries_and_database(self, trainer)
+        if encoded is None:
             return {}
-        if self.keep_codes:
-            self.codes = dict(
-                query_codes=q_codes.numpy(),
-                query_labels=q_ids.numpy(),
-                db_codes=db_codes.numpy(),
-                db_labels=db_ids.numpy(),
-            )
+        q_codes, q_ids, db_codes, db_ids = encoded
         return self.score(q_codes, db_codes, q_ids, db_ids)
 
     def score(self, query_codes: Any, db_codes: Any, query_ids: Any, db_ids: Any) -> dict[str, Any]:
