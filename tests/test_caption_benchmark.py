@@ -159,6 +159,8 @@ def test_benchmark_captions_end_to_end(tmp_path, cache):
         "text-side oracle (ITQ of the training captions' embeddings)",
         "continuous backbone features (cosine, no hashing)",
         "ITQ (PCA + rotation)",
+        "ridge regression onto the caption embeddings (cosine, no hashing)",
+        "ITQ of the ridge predictions",
         "SHREWD (L_sim + L_KL)",
         "PML TripletMarginLoss + miner, k-means pseudo-labels",
     ]

@@ -202,3 +202,20 @@ def test_head_settings_do_not_change_the_feature_cache_key(data):
     assert feature_cache_key(same, test) == key  # the head's settings: the same features
     assert feature_cache_key(HashingModel("test_resnet", num_bits=8, image_size=48), test) != key
     assert feature_cache_key(HashingModel("test_resnet", num_bits=8, image_size=32), test, "w.pth") != key
+
+
+def test_the_table_leaves_cells_empty_for_rows_without_codes():
+    from pml_shrewd.benchmarking.report import markdown_table
+
+    report = {
+        "k": 5,
+        "hierarchies": ["tree"],
+        "results": {
+            "SHREWD": dict(bits=64, mAP=0.5, mAP_continuous=0.55, probe_acc=0.6, bit_balance=0.01,
+                           **{"mAHP@k": 0.7, "mAHP@k_continuous": 0.72}),
+            "features (cosine)": dict(bits=None, mAP=0.4, **{"mAHP@k": 0.65}),
+        },
+    }  # fmt: skip
+    lines = markdown_table(report).splitlines()
+    assert "| SHREWD | 64 | 0.5000 | 0.7000 | 0.5500 | 0.7200 | +0.0200 | 60.00% | 0.010 |" in lines
+    assert "| features (cosine) |  | 0.4000 | 0.6500 |  |  |  |  |  |" in lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +45,11 @@ def _small_ints(labels: Any) -> np.ndarray:
     return labels.astype(np.int16 if labels.size == 0 or abs(labels).max() < 2**15 else np.int32)
 
 
+def _cell(r: Mapping[str, Any], key: str, fmt: str = "{:.4f}") -> str:
+    """A table cell: the row's figure, or empty where the row has none."""
+    return "" if r.get(key) is None else fmt.format(r[key])
+
+
 def markdown_table(report: Mapping[str, Any]) -> str:
     """The results table (and the claims) of a benchmark report."""
     k = report["k"]
@@ -52,17 +58,23 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     head += [f"mAHP@{k} [{h}]" for h in extra] + ["probe acc", "bit balance"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in report["results"].items():
+        # Rows without codes (e.g. features ranked by cosine) leave the code-only cells empty.
+        cell = functools.partial(_cell, r)
+        cont, binary = r.get("mAHP@k_continuous"), r.get("mAHP@k")
         row = [
             name,
-            str(r["bits"]),
-            f"{r['mAP']:.4f}",
-            f"{r['mAHP@k']:.4f}",
-            f"{r['mAP_continuous']:.4f}",
-            f"{r['mAHP@k_continuous']:.4f}",
-            f"{r['mAHP@k_continuous'] - r['mAHP@k']:+.4f}",
+            str(r["bits"] or ""),
+            cell("mAP"),
+            cell("mAHP@k"),
+            cell("mAP_continuous"),
+            cell("mAHP@k_continuous"),
+            "" if cont is None or binary is None else f"{cont - binary:+.4f}",
         ]
-        row += [f"{r[f'mAHP@k [{h}]']:.4f}" for h in extra]
-        row += [f"{100 * r['probe_acc']:.2f}%", f"{r['bit_balance']:.3f}"]
+        row += [cell(f"mAHP@k [{h}]") for h in extra]
+        row += [
+            "" if r.get("probe_acc") is None else f"{100 * r['probe_acc']:.2f}%",
+            cell("bit_balance", "{:.3f}"),
+        ]
         lines.append("| " + " | ".join(row) + " |")
     if report.get("claims"):
         lines += ["", "| the paper's claim, checked on these figures | holds | figures |", "|---|---|---|"]
@@ -103,10 +115,6 @@ def caption_markdown_table(report: Mapping[str, Any]) -> str:
     """The caption benchmark's table: per relevance, binary and continuous mAHP@k and nDCG@k."""
     k, rels = report["k"], report["relevances"]
 
-    def cell(r: Mapping[str, Any], key: str) -> str:
-        v = r.get(key)
-        return "" if v is None else f"{v:.4f}"
-
     head = ["row", "bits"]
     for rel in rels:
         head += [f"mAHP@{k} [{rel}]", "cont.", "drop", f"nDCG@{k} [{rel}]"]
@@ -117,12 +125,12 @@ def caption_markdown_table(report: Mapping[str, Any]) -> str:
         for rel in rels:
             b, c = r.get(f"mAHP@k [{rel}]"), r.get(f"mAHP@k_continuous [{rel}]")
             row += [
-                cell(r, f"mAHP@k [{rel}]"),
-                cell(r, f"mAHP@k_continuous [{rel}]"),
+                _cell(r, f"mAHP@k [{rel}]"),
+                _cell(r, f"mAHP@k_continuous [{rel}]"),
                 "" if b is None or c is None else f"{c - b:+.4f}",
-                cell(r, f"nDCG@k [{rel}]"),
+                _cell(r, f"nDCG@k [{rel}]"),
             ]
-        row += [cell(r, "bit_balance"), f"{r['seconds']:.0f}"]
+        row += [_cell(r, "bit_balance"), f"{r['seconds']:.0f}"]
         lines.append("| " + " | ".join(row) + " |")
     if report.get("claims"):
         lines += ["", "| target | holds | figures |", "|---|---|---|"]
