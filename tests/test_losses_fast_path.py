@@ -219,6 +219,7 @@ def cdist_argmins(z, target):
 @pytest.mark.parametrize("n,m", [(13, 13), (30, 7), (300, 300), (257, 1000), (1000, 64)])
 def test_blocked_search_is_cdist_search(monkeypatch, dtype, n, m):
     monkeypatch.setattr(kl_module, "_SEARCH_BLOCK_ENTRIES", 1)  # blocks of 128 rows: several
+    monkeypatch.setattr(kl_module, "_SEARCH_MAX_BLOCKS", 10**6)
     reg = EmpiricalKLRegularizer()
     z = codes(n, 24, dtype, seed=n)
     target = reg.sample_target(m, 24, z)
@@ -230,6 +231,7 @@ def test_blocked_search_is_cdist_search(monkeypatch, dtype, n, m):
 
 def test_blocked_search_matches_loops_and_gradients_are_finite(monkeypatch):
     monkeypatch.setattr(kl_module, "_SEARCH_BLOCK_ENTRIES", 1)
+    monkeypatch.setattr(kl_module, "_SEARCH_MAX_BLOCKS", 10**6)
     reg = EmpiricalKLRegularizer()
     z = codes(150, 8, torch.float64, seed=16, kind="duplicates")
     torch.manual_seed(17)
@@ -247,3 +249,13 @@ def test_blocked_search_matches_loops_and_gradients_are_finite(monkeypatch):
         to_z = min(math.dist(zi, zj) for j, zj in enumerate(zl) if j != i)
         expected += math.log(max(to_u, floor)) - math.log(max(to_z, floor))
     assert value.item() == pytest.approx(expected / len(zl), rel=1e-10)
+
+
+def test_blocked_search_default_blocks_are_cdist_search():
+    # Above 2**22 entries: blocks of at least 2**22 entries, multiples of 128 rows (here 1408 + 92).
+    reg = EmpiricalKLRegularizer()
+    z = codes(1500, 16, torch.float32, seed=18)
+    target = reg.sample_target(1500, 16, z)
+    got = reg.nearest_neighbours(z, target)
+    want = cdist_argmins(z, target)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -12,9 +12,13 @@ from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..utils import NonFiniteLossError, check_embeddings, distance_matrix
 
-# Entries per block of the nearest-neighbour search on CPU (4 MB of float32): a block that size
-# is reused by the allocator from one to the next and stays in cache while it is searched.
-_SEARCH_BLOCK_ENTRIES = 2**20
+# Entries per block of the nearest-neighbour search on CPU (16 MB of float32): glibc serves a
+# block that size from its heap, reused from one block to the next (a larger matrix is mapped
+# afresh on every call, and its page faults cost more than the product itself). At most
+# _SEARCH_MAX_BLOCKS blocks: every block is a few parallel regions, and on a loaded machine each
+# region waits for a core (many small blocks were 3x slower there with 2 threads).
+_SEARCH_BLOCK_ENTRIES = 2**22
+_SEARCH_MAX_BLOCKS = 8
 
 
 class EmpiricalKLRegularizer(BaseRegularizer):
@@ -184,9 +188,9 @@ class EmpiricalKLRegularizer(BaseRegularizer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The argmins of :meth:`nearest_neighbours` from ``torch.cdist(embeddings, ref)``'s
         matrix-product form (``[-2x, |x|^2, 1] @ [y, 1, |y|^2]^T``, clamped at 0, square root),
-        built the way cdist builds it, in blocks of rows of about 2**20 entries: each block is
-        small enough for the allocator to reuse its memory (a fresh ``B x (m + B)`` matrix costs
-        more in page faults than the product itself) and is searched while in cache. Blocks
+        built the way cdist builds it, in at most 8 blocks of rows of at least 2**22 entries
+        (smaller matrices: one block): a block that size is reused by the allocator (a fresh
+        ``B x (m + B)`` matrix costs more in page faults than the product itself). Blocks
         start at multiples of 128 rows, so each row meets the same BLAS kernel as in one product
         over all rows: cdist's values bit for bit (tests/test_losses_fast_path.py); a BLAS that
         rounded otherwise could only change the choice between two neighbours that are equally
@@ -196,9 +200,10 @@ class EmpiricalKLRegularizer(BaseRegularizer):
         x_aug = torch.cat([embeddings.mul(-2), x_norm, torch.ones_like(x_norm)], -1)
         y_aug_t = torch.cat([ref, torch.ones_like(y_norm), y_norm], -1).mT
         n = len(embeddings)
-        block = (
-            n if embeddings.device.type != "cpu" else max(128, _SEARCH_BLOCK_ENTRIES // len(ref) // 128 * 128)
-        )
+        block = n
+        if embeddings.device.type == "cpu" and n * len(ref) > _SEARCH_BLOCK_ENTRIES:
+            rows = max(_SEARCH_BLOCK_ENTRIES // len(ref), -(-n // _SEARCH_MAX_BLOCKS))
+            block = max(128, -(-rows // 128) * 128)  # a multiple of 128 rows
         to_target, to_batch = [], []
         for start in range(0, n, block):
             mat = x_aug[start : start + block].matmul(y_aug_t).clamp_min_(0).sqrt_()
