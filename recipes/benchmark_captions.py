@@ -20,6 +20,7 @@ the caption embeddings (``pseudo_labels``). Any TrainConfig flag overrides every
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         split=split,
         k=some["k"],
         relevances=relevances,
-        rows=str(args.rows),
+        rows=os.path.relpath(args.rows),
         overrides={k: v for k, v in overrides.items() if k != "data_path"},
         **run_description("recipes/benchmark_captions.py", argv, args.workers, args.threads),
         wall_seconds=time.time() - started,
