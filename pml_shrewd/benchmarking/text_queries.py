@@ -37,7 +37,7 @@ def text_to_image_rows(
     import torch
 
     from ..retrieval import caption_relevance, unpack_codes
-    from ..semantic_distances import SentenceEmbeddingDistance, default_sentence_model
+    from ..semantic_distances import default_sentence_model, encode_sentences
     from ..training import text_to_image_figures, train_text_encoder
     from ..training.text_encoder import caption_training_pairs
 
@@ -54,16 +54,12 @@ def text_to_image_rows(
         encoder.save_pretrained(save_to)
     queries = [(pos, text) for pos, i in enumerate(test_ids) for text in data.held_out_sets[i]]
     own = np.array([pos for pos, _ in queries])
-    query_emb = SentenceEmbeddingDistance._encode([t for _, t in queries], model, 64, None, False)
+    query_emb = encode_sentences([t for _, t in queries], model, show_progress_bar=False)
     with torch.no_grad():
         text_codes = encoder(query_emb).numpy()
-    indexed = SentenceEmbeddingDistance._encode(
-        [data.caption_sets[i][0] for i in test_ids], model, 64, None, False
-    )
+    indexed = encode_sentences([data.caption_sets[i][0] for i in test_ids], model, show_progress_bar=False)
     nearest = (query_emb @ indexed.T).argmax(dim=1).numpy()
-    relevance = caption_relevance(
-        [data.held_out_sets[i] for i in range(len(data.held_out_sets))], model=model
-    )
+    relevance = caption_relevance(data.held_out_sets, model=model)
     common = dict(relevance=relevance, image_ids=test_ids, k=k)
     return {
         "text encoder": text_to_image_figures(text_codes, own, test_codes, **common),

@@ -64,13 +64,13 @@ class TextHashEncoder(nn.Module):
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Codes ``(len(texts), num_bits)`` in ``[0, 1]`` of ``texts`` (eval mode)."""
-        from ..semantic_distances import SentenceEmbeddingDistance, default_sentence_model
+        from ..semantic_distances import default_sentence_model, encode_sentences
 
         texts = list(texts)
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise ValueError(f"TextHashEncoder.encode needs non-empty texts, got {texts!r}")
         model = self.sentence_model or default_sentence_model()
-        emb = SentenceEmbeddingDistance._encode(texts, model, batch_size, None, False)
+        emb = encode_sentences(texts, model, batch_size=batch_size, show_progress_bar=False)
         if emb.shape[1] != self.config["embedding_dim"]:
             raise ValueError(
                 f"TextHashEncoder: {model!r} gives {emb.shape[1]}-d embeddings but the encoder was "
@@ -88,13 +88,13 @@ class TextHashEncoder(nn.Module):
         For a saved image model, pass ``<model folder>/text_encoder`` (:data:`TEXT_ENCODER_DIR`)."""
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
-        for name, write in (
-            ("weights.pt", lambda path: torch.save(self.state_dict(), path)),
-            ("config.json", lambda path: open(path, "w").write(json.dumps({**self.config, **(extra or {})}))),
-        ):
-            tmp = os.path.join(directory, f".{name}.tmp")
-            write(tmp)
-            os.replace(tmp, os.path.join(directory, name))
+        tmp = os.path.join(directory, ".weights.pt.tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, os.path.join(directory, "weights.pt"))
+        tmp = os.path.join(directory, ".config.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump({**self.config, **(extra or {})}, f)
+        os.replace(tmp, os.path.join(directory, "config.json"))  # last: a config means the weights are there
         return directory
 
     @classmethod

@@ -13,7 +13,12 @@ from .hierarchy import HierarchyDistance
 from .label import LabelDistance
 from .matrix import MatrixDistance
 from .power import PowerDistance
-from .sentence import DEFAULT_SENTENCE_MODEL, SentenceEmbeddingDistance, default_sentence_model
+from .sentence import (
+    DEFAULT_SENTENCE_MODEL,
+    SentenceEmbeddingDistance,
+    default_sentence_model,
+    encode_sentences,
+)
 from .wordnet import (
     WordNetNotFoundError,
     is_wnid,
@@ -40,6 +45,7 @@ __all__ = [
     "hierarchy_for_classes",
     "DEFAULT_SENTENCE_MODEL",
     "default_sentence_model",
+    "encode_sentences",
     "WordNetNotFoundError",
     "is_wnid",
     "load_wordnet",

@@ -14,7 +14,6 @@ Id ``i`` stands for image ``i`` and its caption set ``caption_sets[i]``.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from .base import SemanticDistance
-from .sentence import SentenceEmbeddingDistance, UnitEmbeddingDistance, default_sentence_model
+from .sentence import SentenceEmbeddingDistance, UnitEmbeddingDistance, encode_sentences
 
 __all__ = [
     "CAPTION_TARGETS",
@@ -98,23 +97,6 @@ def _check_caption_sets(caption_sets: Any, name: str) -> list[tuple[str, ...]]:
     return sets
 
 
-def _encode(texts: list[str], model: Any, batch_size: int, device, show_progress_bar) -> torch.Tensor:
-    """Unit-norm sentence embeddings of ``texts``; ``model`` a name / path / loaded model (anything with
-    ``encode(texts, ...)`` returning an ``(N, dim)`` array works)."""
-    if model is None or isinstance(model, (str, os.PathLike)):
-        return SentenceEmbeddingDistance._encode(
-            texts, default_sentence_model() if model is None else model, batch_size, device, show_progress_bar
-        )
-    out = model.encode(
-        texts,
-        batch_size=batch_size,
-        convert_to_tensor=True,
-        normalize_embeddings=True,
-        show_progress_bar=show_progress_bar,
-    )
-    return torch.as_tensor(out).detach().to("cpu", torch.float32)
-
-
 class CaptionSetDistance(UnitEmbeddingDistance):
     """Sentence-embedding distances between images, each with a set of captions.
 
@@ -172,7 +154,9 @@ class CaptionSetDistance(UnitEmbeddingDistance):
             self.caption_sets = _check_caption_sets(caption_sets, "CaptionSetDistance")
             counts = [len(s) for s in self.caption_sets]
             flat = [c for s in self.caption_sets for c in s]
-            embeddings = _encode(flat, model, batch_size, device, show_progress_bar)
+            embeddings = encode_sentences(
+                flat, model, batch_size=batch_size, device=device, show_progress_bar=show_progress_bar
+            )
         elif counts is None:
             raise ValueError("CaptionSetDistance: embeddings= needs counts= (captions per image)")
         emb = SentenceEmbeddingDistance._check_embeddings(embeddings)

@@ -12,7 +12,12 @@ import torch
 
 from .base import SemanticDistance
 
-__all__ = ["DEFAULT_SENTENCE_MODEL", "SentenceEmbeddingDistance", "default_sentence_model"]
+__all__ = [
+    "DEFAULT_SENTENCE_MODEL",
+    "SentenceEmbeddingDistance",
+    "default_sentence_model",
+    "encode_sentences",
+]
 
 #: The sentence-transformers model used when none is named (Hugging Face hub name).
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -38,6 +43,29 @@ def _embedding_cache_file(model: str, captions: Sequence[str]):
     for caption in captions:
         digest.update(b"\x00" + str(caption).encode())
     return cache_dir() / "sentences" / f"{digest.hexdigest()[:20]}.pt"
+
+
+def encode_sentences(
+    texts: Sequence[str],
+    model: Any = None,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    show_progress_bar: bool | None = None,
+) -> torch.Tensor:
+    """Unit-norm sentence embeddings ``(len(texts), dim)``, float32 on the CPU.
+
+    ``model``: a sentence-transformers name or folder (default :func:`default_sentence_model`;
+    loaded, and its embeddings of each list of texts cached on disk under
+    ``$PML_SHREWD_CACHE/sentences``), or a loaded model (anything with
+    ``encode(texts, ...)`` returning an ``(N, dim)`` array).
+
+    Example::
+
+        emb = encode_sentences(["a dog runs", "a bridge at night"])   # (2, 384) with MiniLM
+    """
+    model = default_sentence_model() if model is None else model
+    return SentenceEmbeddingDistance._encode(list(texts), model, batch_size, device, show_progress_bar)
 
 
 def default_sentence_model() -> str:
@@ -153,18 +181,18 @@ class SentenceEmbeddingDistance(UnitEmbeddingDistance):
 
     @staticmethod
     def _encode(captions, model, batch_size, device, show_progress_bar) -> torch.Tensor:
-        from sentence_transformers import SentenceTransformer
-
-        if isinstance(model, SentenceTransformer):
+        if not isinstance(model, (str, os.PathLike)):  # a loaded model, or anything with encode()
             return SentenceEmbeddingDistance._run_model(
                 captions, model, batch_size, device, show_progress_bar
             )
+        from sentence_transformers import SentenceTransformer
+
         # A named model gives the same embeddings every time: encode each caption list once per
         # machine (a benchmark builds the same providers for every row, in several processes).
-        cache = _embedding_cache_file(str(model), captions)
+        cache = _embedding_cache_file(os.fspath(model), captions)
         if cache.is_file():
             return torch.load(cache, map_location="cpu", weights_only=True)
-        model = SentenceTransformer(str(model), device=None if device is None else str(device))
+        model = SentenceTransformer(os.fspath(model), device=None if device is None else str(device))
         out = SentenceEmbeddingDistance._run_model(captions, model, batch_size, device, show_progress_bar)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
@@ -180,9 +208,9 @@ class SentenceEmbeddingDistance(UnitEmbeddingDistance):
             convert_to_tensor=True,
             normalize_embeddings=True,
             show_progress_bar=show_progress_bar,
-            device=None if device is None else str(device),
+            **({} if device is None else {"device": str(device)}),
         )
-        return out.detach().to("cpu", torch.float32)
+        return torch.as_tensor(out).detach().to("cpu", torch.float32)
 
     @staticmethod
     def _check_embeddings(embeddings) -> torch.Tensor:
