@@ -201,3 +201,12 @@ def test_benchmark_captions_end_to_end(tmp_path, cache):
         results["SHREWD (L_sim + L_KL)"]["mAHP@k [words]"], abs=1e-9
     )
     assert not (out / "codes" / "random_ranking.npz").exists()  # no codes: nothing to save
+
+
+def test_one_off_texts_are_not_cached(tmp_path, cache):
+    from pml_shrewd.semantic_distances import encode_sentences
+
+    once = encode_sentences(["a cat on a sofa"], cache=False)
+    assert not (cache / "sentences").exists()
+    torch.testing.assert_close(once, encode_sentences(["a cat on a sofa"]))  # the cached path, same values
+    assert len(list((cache / "sentences").glob("*.pt"))) == 1

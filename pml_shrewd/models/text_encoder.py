@@ -70,7 +70,8 @@ class TextHashEncoder(nn.Module):
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise ValueError(f"TextHashEncoder.encode needs non-empty texts, got {texts!r}")
         model = self.sentence_model or default_sentence_model()
-        emb = encode_sentences(texts, model, batch_size=batch_size, show_progress_bar=False)
+        # Query texts are one-off: not written to the embedding cache.
+        emb = encode_sentences(texts, model, batch_size=batch_size, show_progress_bar=False, cache=False)
         if emb.shape[1] != self.config["embedding_dim"]:
             raise ValueError(
                 f"TextHashEncoder: {model!r} gives {emb.shape[1]}-d embeddings but the encoder was "

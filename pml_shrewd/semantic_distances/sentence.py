@@ -52,19 +52,25 @@ def encode_sentences(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     show_progress_bar: bool | None = None,
+    cache: bool = True,
 ) -> torch.Tensor:
     """Unit-norm sentence embeddings ``(len(texts), dim)``, float32 on the CPU.
 
     ``model``: a sentence-transformers name or folder (default :func:`default_sentence_model`;
     loaded, and its embeddings of each list of texts cached on disk under
     ``$PML_SHREWD_CACHE/sentences``), or a loaded model (anything with
-    ``encode(texts, ...)`` returning an ``(N, dim)`` array).
+    ``encode(texts, ...)`` returning an ``(N, dim)`` array). ``cache=False`` for one-off texts
+    (search queries): encoded, never written to the cache.
 
     Example::
 
         emb = encode_sentences(["a dog runs", "a bridge at night"])   # (2, 384) with MiniLM
     """
     model = default_sentence_model() if model is None else model
+    if not cache and isinstance(model, (str, os.PathLike)):  # a loaded model is never cached
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(os.fspath(model), device=None if device is None else str(device))
     return SentenceEmbeddingDistance._encode(list(texts), model, batch_size, device, show_progress_bar)
 
 
