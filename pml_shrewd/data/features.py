@@ -1,4 +1,6 @@
-"""Backbone features held in memory: the data set of a hash head trained on a frozen backbone."""
+"""Backbone features held in memory: the data set of a hash head trained on a frozen backbone
+(pooled features, ``(N, D)``) or of a backbone tail in fine-tuning mode (activation maps,
+``(N, C, H, W)``, kept in float16 when given so)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ class FeatureSamples(ImageSamples):
     """``dataset[i]`` is ``(features[i], label[i])``: cached backbone features with the labels,
     classes and sample names of the images they came from.
 
+    ``features`` is ``(N, D)`` pooled features or ``(N, C, H, W)`` activation maps. Float16
+    input is stored as float16 (half the memory of a cache of maps); every sample comes out as
+    float32.
+
     Example::
 
         train = FeatureSamples(np.load("f.npz")["features"], labels, classes)
@@ -27,10 +33,12 @@ class FeatureSamples(ImageSamples):
         classes: Sequence[str],
         names: Sequence[str] | None = None,
     ) -> None:
-        self.features = torch.as_tensor(np.asarray(features, dtype=np.float32))
-        if self.features.dim() != 2:
+        dtype = np.float16 if np.asarray(features[:0]).dtype == np.float16 else np.float32
+        self.features = torch.as_tensor(np.asarray(features, dtype=dtype))
+        if self.features.dim() not in (2, 4):
             raise ValueError(
-                f"FeatureSamples: features must be (N, D), got shape {tuple(self.features.shape)}"
+                "FeatureSamples: features must be (N, D) or (N, C, H, W), got shape "
+                f"{tuple(self.features.shape)}"
             )
         self.targets = [int(t) for t in targets]
         if len(self.targets) != len(self.features):
@@ -44,15 +52,15 @@ class FeatureSamples(ImageSamples):
         self._labels = torch.as_tensor(self.targets, dtype=torch.long)
 
     def load(self, index: int) -> torch.Tensor:
-        return self.features[index]
+        return self.features[index].float()
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.features[index], self.targets[index]
+        return self.features[index].float(), self.targets[index]
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
         # One gather per batch instead of one tensor index per sample (DataLoader uses it).
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return list(zip(self.features[idx].unbind(0), self._labels[idx].tolist()))
+        return list(zip(self.features[idx].float().unbind(0), self._labels[idx].tolist()))
 
     def select(self, indices: Sequence[int]) -> FeatureSamples:
         """The rows ``indices`` as a new :class:`FeatureSamples` (same classes)."""

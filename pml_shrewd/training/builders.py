@@ -17,6 +17,7 @@ from ..data import ClassBalancedEpochs, FeatureSamples, SampleView, ShuffledEpoc
 from ..data.base import holdout_split, validation_split
 from ..losses import build_objective, get_variant
 from ..models import HashHead, HashingModel
+from ..models.stages import BackboneTail, TailHashModel
 from .config import TrainConfig
 
 
@@ -107,23 +108,31 @@ def evaluation_groups(config: TrainConfig, classes) -> dict[str, Any]:
 
 
 def build_feature_data(
-    config: TrainConfig, model: HashingModel, train: SampleView, test: SampleView, database: SampleView
+    config: TrainConfig,
+    model: HashingModel,
+    train: SampleView,
+    test: SampleView,
+    database: SampleView,
+    train_stages: int | None = None,
 ) -> tuple[FeatureSamples, FeatureSamples]:
-    """Cached backbone features of the database (= train) and test images (eval transform)."""
+    """Cached backbone features of the database (= train) and test images (eval transform):
+    pooled features, or with ``train_stages`` (default ``config.train_stages``) the frozen
+    trunk's activation maps."""
     from ..models.weights import resolve_pretrained_file
     from ..utils import cache_dir
     from .features import cached_features
 
     folder = cache_dir() / "features"
     weights = resolve_pretrained_file(config.pretrained_file)
+    stages = config.train_stages if train_stages is None else train_stages
     if not config.validation_fraction:
         return (
-            cached_features(model, database, folder, weights_file=weights),
-            cached_features(model, test, folder, weights_file=weights),
+            cached_features(model, database, folder, weights_file=weights, train_stages=stages),
+            cached_features(model, test, folder, weights_file=weights, train_stages=stages),
         )
     # Validation queries come from the training split: one feature file for the whole split.
     whole = SampleView(database.base, sorted([*database.indices, *test.indices]), database.transform)
-    features = cached_features(model, whole, folder, weights_file=weights)
+    features = cached_features(model, whole, folder, weights_file=weights, train_stages=stages)
     row = {name: i for i, name in enumerate(features.names)}  # unreadable images have no row
     return tuple(
         features.select([row[n] for n in map(part.sample_name, range(len(part))) if n in row])
@@ -145,6 +154,20 @@ def fresh_head(config: TrainConfig, in_features: int, train_features: torch.Tens
     if config.standardize_features and train_features is not None:
         head.set_feature_statistics(train_features)
     return head
+
+
+def fine_tuning_model(config: TrainConfig, model: HashingModel, train: FeatureSamples) -> TailHashModel:
+    """Fine-tuning mode's trained module over cached trunk activations: the backbone's last
+    ``config.train_stages`` stages (shared with ``model.backbone``, so ``model`` deploys what was
+    trained) and a fresh head as ``model.head``, standardised with the untrained tail's features."""
+    from .inference import encode_dataset
+
+    tail = BackboneTail(model.backbone, config.train_stages)
+    pooled = None
+    if config.standardize_features:  # the statistics of the features the head starts from
+        pooled, _, _ = encode_dataset(tail, train, batch_size=512, desc="tail features")
+    model.head = fresh_head(config, model.feature_dim, pooled)
+    return TailHashModel(tail, model.head, flip=config.flip_activations)
 
 
 def build_sampler(config: TrainConfig, train_set):
@@ -214,9 +237,12 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
         # The database keeps every class; with holdout_classes the head trains (and takes its
         # standardisation) on the other classes' features only.
         database, train = train_features, holdout_features(config, train_features)
-        model.head = fresh_head(config, train.features.shape[1], train.features)
-        trained, export = model.head, model
-        test = test_features
+        if config.train_stages:
+            trained = fine_tuning_model(config, model, train)
+        else:
+            model.head = fresh_head(config, train.features.shape[1], train.features)
+            trained = model.head
+        export, test = model, test_features
     elif config.freeze_backbone:
         model.backbone.requires_grad_(False)
     # After the model: SHRED's classifier draws its initialisation from the same seeded stream.
@@ -291,6 +317,7 @@ __all__ = [
     "build_sampler",
     "evaluation_groups",
     "default_num_workers",
+    "fine_tuning_model",
     "fresh_head",
     "holdout_class_ids",
     "holdout_features",

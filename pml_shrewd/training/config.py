@@ -105,6 +105,14 @@ class TrainConfig:
     # in the head): the frozen-feature benchmark's setting.
     standardize_features: bool = False
     drop_rate: float = 0.0  # dropout on the head's input features during training
+    # Fine-tuning mode (with cache_features): the backbone's last train_stages stages (block
+    # groups; EfficientNet's also its 1x1 head conv) train with the loss, on cached float16
+    # activations of the frozen rest (models.BackboneTrunk / BackboneTail). 0: a frozen backbone.
+    train_stages: int = 0
+    flip_activations: bool = False  # fine-tuning mode: mirror each cached map with probability 1/2
+    # Learning-rate factor of the trained backbone layers (the tail in fine-tuning mode, the
+    # whole backbone without freeze_backbone) relative to lr.
+    backbone_lr_scale: float = 1.0
     # objective
     variant: str = "shrewd"
     # Weights relative to L_sim (a mean of small weighted errors): tuned on a CIFAR-100
@@ -198,6 +206,21 @@ class TrainConfig:
             raise ValueError(
                 "TrainConfig.cache_features needs freeze_backbone=True (cached features are fixed)"
             )
+        if (
+            not isinstance(self.train_stages, int)
+            or isinstance(self.train_stages, bool)
+            or self.train_stages < 0
+        ):
+            raise ValueError(f"TrainConfig.train_stages must be an int >= 0, got {self.train_stages!r}")
+        if self.train_stages and not self.cache_features:
+            raise ValueError(
+                "TrainConfig.train_stages (fine-tuning mode) needs cache_features=True: the tail trains "
+                "on cached activations of the frozen trunk"
+            )
+        if self.flip_activations and not self.train_stages:
+            raise ValueError("TrainConfig.flip_activations needs train_stages > 0 (it flips cached maps)")
+        if not self.backbone_lr_scale > 0:
+            raise ValueError(f"TrainConfig.backbone_lr_scale must be > 0, got {self.backbone_lr_scale!r}")
         if self.standardize_features and not self.cache_features:
             raise ValueError("TrainConfig.standardize_features needs cache_features=True")
         if not 0.0 <= self.validation_fraction < 1.0:

@@ -1,4 +1,5 @@
-"""Frozen-backbone features, computed once per data set and cached on disk."""
+"""Frozen-backbone features, computed once per data set and cached on disk: the pooled features
+(a head on a frozen backbone) or the activations of the frozen trunk (fine-tuning mode)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from ..data import FeatureSamples
+from ..models.stages import BackboneTrunk
 from .inference import encode_dataset
 
 
@@ -23,21 +25,24 @@ class _ChannelsLast(nn.Module):
         self.backbone = backbone.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x.to(memory_format=torch.channels_last))
+        return self.backbone(x.to(memory_format=torch.channels_last)).contiguous()
 
 
 HEAD_SETTINGS = ("num_bits", "num_classes", "hidden_dim", "batch_norm", "standardize_features", "drop_rate")
 
 
-def feature_cache_key(model, dataset, weights: str | None = None) -> str:
-    """A key that changes with the backbone, its weights file, the input transform and the images."""
+def feature_cache_key(model, dataset, weights: str | None = None, train_stages: int = 0) -> str:
+    """A key that changes with the backbone, its weights file, the input transform, the images
+    and, for trunk activations, the cut (``train_stages``)."""
     names = [dataset.sample_name(i) for i in range(len(dataset))]
     stamp = os.stat(weights).st_size if weights and os.path.isfile(weights) else None
     # Head settings (bits, hidden width, BatchNorm, dropout before the head, ...) do not change
     # the backbone's eval-mode features: they must not force a new extraction.
     backbone = {k: v for k, v in model.config.items() if k not in HEAD_SETTINGS}
+    extra = {"train_stages": train_stages} if train_stages else {}  # pooled features keep their old keys
     payload = json.dumps(
         dict(
+            **extra,
             model=backbone,
             weights=[weights, stamp],
             data=str(model.data_config),
@@ -58,9 +63,14 @@ def cached_features(
     weights_file: str | None = None,
     batch_size: int = 128,
     num_workers: int = 0,
+    train_stages: int = 0,
 ) -> FeatureSamples:
     """The pooled ``model.backbone`` features of every readable image of ``dataset``, with its
     labels, classes and sample names, as a :class:`~pml_shrewd.data.FeatureSamples`.
+
+    ``train_stages > 0`` caches instead the activation maps of the frozen trunk (the backbone
+    but its last ``train_stages`` stages, :class:`~pml_shrewd.models.BackboneTrunk`) in float16,
+    as ``activations-<key>.npz``: the inputs of fine-tuning mode.
 
     Computed once (batches of ``batch_size`` in eval mode, through the same encoder as
     everything else: :func:`~pml_shrewd.training.encode_dataset`) and stored in
@@ -69,29 +79,35 @@ def cached_features(
     the image list.
     Unreadable images are left out (their names are in the file's ``skipped``).
     """
-    cache = Path(cache_dir) / f"features-{feature_cache_key(model, dataset, weights_file)}.npz"
+    prefix = "activations" if train_stages else "features"
+    key = feature_cache_key(model, dataset, weights_file, train_stages)
+    cache = Path(cache_dir) / f"{prefix}-{key}.npz"
     if cache.is_file():
         data = np.load(cache, allow_pickle=False)
         return FeatureSamples(data["features"], data["labels"], list(data["classes"]), list(data["names"]))
-    backbone = _ChannelsLast(model.backbone).eval()
+    encoder = BackboneTrunk(model.backbone, train_stages) if train_stages else model.backbone
     features, labels, kept = encode_dataset(
-        backbone,
+        _ChannelsLast(encoder).eval(),
         dataset,
         batch_size,
         device="cpu" if not torch.cuda.is_available() else None,
         num_workers=num_workers,
     )
+    # Back to the default layout: a tail trained next must compute as it does on a cache hit
+    # (channels-last weights pick other kernels, and the runs would differ in the last bits).
+    model.backbone.to(memory_format=torch.contiguous_format)
     names = [dataset.sample_name(i) for i in kept]
     skipped = sorted(set(range(len(dataset))) - set(kept))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(
         tmp,
-        features=features.numpy().astype(np.float32),
+        features=features.contiguous().numpy().astype(np.float16 if train_stages else np.float32),
         labels=labels.numpy().astype(np.int64),
         classes=np.array(dataset.classes),
         names=np.array(names),
         skipped=np.array([dataset.sample_name(i) for i in skipped]),
     )
     os.replace(tmp, cache)
-    return FeatureSamples(features.numpy(), labels.tolist(), dataset.classes, names)
+    data = np.load(cache, allow_pickle=False)  # what a later run reads (float16 maps), not the float32 pass
+    return FeatureSamples(data["features"], labels.tolist(), dataset.classes, names)

@@ -179,6 +179,19 @@ class Trainer:
         c = self.config
         params = [p for p in model.parameters() if p.requires_grad]
         params += [p for p in loss_fn.parameters() if p.requires_grad]
+        if c.backbone_lr_scale != 1.0:
+            # The trained backbone layers (fine-tuning mode's tail, or a whole unfrozen backbone)
+            # get lr * backbone_lr_scale; the head and the loss's parameters get lr.
+            backbone = getattr(model, "tail", None) or getattr(model, "backbone", None)
+            slow = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+            if not slow.intersection(map(id, params)):
+                raise ValueError(
+                    "backbone_lr_scale is set but the trained model has no trained backbone layers"
+                )
+            params = [
+                {"params": [p for p in params if id(p) not in slow]},
+                {"params": [p for p in params if id(p) in slow], "lr": c.lr * c.backbone_lr_scale},
+            ]
         if c.optimizer == "sgd":
             return torch.optim.SGD(
                 params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.momentum > 0
