@@ -219,3 +219,31 @@ def test_the_table_leaves_cells_empty_for_rows_without_codes():
     lines = markdown_table(report).splitlines()
     assert "| SHREWD | 64 | 0.5000 | 0.7000 | 0.5500 | 0.7200 | +0.0200 | 60.00% | 0.010 |" in lines
     assert "| features (cosine) |  | 0.4000 | 0.6500 |  |  |  |  |  |" in lines
+
+
+def test_seed_spread_lists_each_seed_with_mean_and_sd(tmp_path):
+    rng = np.random.default_rng(0)
+    values = {seed: {"A": rng.random(2), "B": rng.random(2)} for seed in (0, 1, 2)}
+    for seed, rows in values.items():
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        results = {name: {"mAHP@k": float(v[0]), "mAP": float(v[1])} for name, v in rows.items()}
+        if seed == 2:
+            results["only here"] = {"mAHP@k": 0.5, "mAP": 0.5}
+        (folder / "results.json").write_text(json.dumps({"results": results}))
+    out = tmp_path / "seeds.json"
+    runs = [f"{s}={tmp_path / f's{s}'}" for s in values]
+    spread = load_recipe("seed_spread").main(["--runs", *runs, "--keys", "mAHP@k", "mAP", "--out", str(out)])
+    assert list(spread) == ["A", "B"]  # rows every seed has, in the first report's order
+    for name in ("A", "B"):
+        for i, key in enumerate(("mAHP@k", "mAP")):
+            v = [values[s][name][i] for s in values]
+            f = spread[name][key]
+            assert list(f["values"].values()) == pytest.approx(v)
+            assert f["mean"] == pytest.approx(sum(v) / 3)
+            assert f["sd"] == pytest.approx((sum((x - sum(v) / 3) ** 2 for x in v) / 2) ** 0.5)
+    assert json.loads(out.read_text())["rows"]["A"]["mAP"]["sd"] == pytest.approx(spread["A"]["mAP"]["sd"])
+    with pytest.raises(KeyError, match="seed 0: no 'mAP' for row 'only here'"):
+        load_recipe("seed_spread").main(
+            ["--runs", *runs, "--keys", "mAP", "--rows", "only here", "--out", str(out)]
+        )

@@ -84,7 +84,6 @@ def test_bad_cuts_and_families_get_clear_errors():
 
 
 def test_flip_mirrors_maps_in_training_only():
-    net = timm.create_model("test_efficientnet", num_classes=0)
     seen = []
 
     class Record(torch.nn.Module):
@@ -101,7 +100,6 @@ def test_flip_mirrors_maps_in_training_only():
     assert (same | mirrored).all() and 10 < mirrored.sum() < 54  # each map kept or mirrored, about half
     model.eval()(maps)
     assert torch.equal(seen[-1], maps)
-    del net
 
 
 # ----------------------------------------------------------------------------- through the training path

@@ -139,3 +139,43 @@ def caption_markdown_table(report: Mapping[str, Any]) -> str:
             for claim, c in report["claims"].items()
         ]
     return "\n".join(lines) + "\n"
+
+
+def seed_spread(
+    reports: Mapping[int, Mapping[str, Any]], keys: Sequence[str], rows: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per row and figure, the values of several seeds' benchmark reports (``{seed: results.json}``),
+    their mean and sample standard deviation (``sd`` is ``None`` with one seed). Rows default to
+    those every report has; a row or figure missing from one report is an error naming it."""
+    names = list(rows) if rows is not None else [n for n in next(iter(reports.values()))["results"]
+                                                 if all(n in r["results"] for r in reports.values())]  # fmt: skip
+    spread: dict[str, dict[str, Any]] = {}
+    for name in names:
+        spread[name] = {}
+        for key in keys:
+            values = {}
+            for seed, report in sorted(reports.items()):
+                figures = report["results"].get(name)
+                if figures is None or key not in figures:
+                    raise KeyError(f"seed {seed}: no {key!r} for row {name!r}")
+                values[seed] = float(figures[key])
+            v = np.array(list(values.values()))
+            spread[name][key] = dict(
+                values=values, mean=float(v.mean()), sd=float(v.std(ddof=1)) if len(v) > 1 else None
+            )
+    return spread
+
+
+def seed_spread_table(spread: Mapping[str, Mapping[str, Any]], keys: Sequence[str]) -> str:
+    """Markdown: one line per row, ``v0 / v1 / v2 (mean, sd)`` per figure."""
+    lines = ["| row | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, figures in spread.items():
+        cells = []
+        for key in keys:
+            f = figures[key]
+            sd = f"sd {f['sd']:.4f}" if f["sd"] is not None else "one seed"
+            cells.append(
+                " / ".join(f"{v:.4f}" for v in f["values"].values()) + f" (mean {f['mean']:.4f}, {sd})"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
