@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
             f.write("\n" + holdout_table(report))
         print(holdout_table(report))
     if args.benchmarks_md:
-        tag = f"{args.cifar}{'-validation' if args.validate else ''}{'-unseen' if holdout else ''}"
+        mode = "-finetune" if first.train_stages else ""  # its own section beside the frozen table
+        tag = f"{args.cifar}{mode}{'-validation' if args.validate else ''}{'-unseen' if holdout else ''}"
         bullets = [
             f"command: `{report['command']}`",
             f"machine: {report['machine']}; wall time {report['wall_seconds'] / 60:.1f} min for all rows "
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"rows: `{report['rows']}` (TrainConfig files; run-wide overrides {report['overrides']})",
         ]
         table = markdown_table(report) + (f"\n{holdout_table(report)}" if holdout else "")
-        update_benchmarks_md(args.benchmarks_md, tag, f"{args.cifar} ({report['split']})", bullets, table)
+        title = f"{args.cifar}{', fine-tuning mode' if mode else ''} ({report['split']})"
+        update_benchmarks_md(args.benchmarks_md, tag, title, bullets, table)
     print(f"wrote {out}/results.json, table.md, hp_curves.png, codes/*.npz in {report['wall_seconds']:.0f}s")
     return report
 
