@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
         command=" ".join(["python recipes/benchmark_cifar.py", *(sys.argv[1:] if argv is None else argv)]),
         machine=f"{platform.machine()}, {os.cpu_count()} cores, "
         + (
-            f"{args.workers} worker processes x {args.threads or 1} thread(s)" if args.workers > 1 else "1 process"
+            f"{args.workers} worker processes x {args.threads or 1} thread(s)"
+            if args.workers > 1
+            else "1 process"
         ),
         wall_seconds=time.time() - started,
         features_seconds=features_seconds,
