@@ -85,6 +85,15 @@ def test_recipe_captions_counts_corrupt_and_missing(tmp_path):
     assert metrics["skipped_images"] == 1 and metrics["skipped_examples"][0].endswith("corrupt.jpg")
 
 
+def test_cached_features_count_the_images_they_could_not_read(tmp_path):
+    # The recipe's default path: a head on cached backbone features. The corrupt image gets no
+    # feature row; the run must still count it, as the image path does.
+    data = write_captions(tmp_path / "cap", copies=6)
+    metrics, _ = run_recipe("captions_shrewd", data, "captions", tmp_path / "run", "--epochs", "1")
+    assert metrics["skipped_images"] == 1 and metrics["skipped_examples"][0].endswith("corrupt.jpg")
+    assert metrics["missing_images"] == 1
+
+
 def test_batches_without_two_readable_images_are_skipped_and_counted(tmp_path, capsys):
     # A captions run (sentence-embedding distances, BatchNorm head) whose first batch is all
     # corrupt images and whose second keeps one readable image: both skipped, training goes on.

@@ -18,7 +18,8 @@ class FeatureSamples(ImageSamples):
 
     ``features`` is ``(N, D)`` pooled features or ``(N, C, H, W)`` activation maps. Float16
     input is stored as float16 (half the memory of a cache of maps); every sample comes out as
-    float32.
+    float32. ``skipped`` names the images of the set that have no row (unreadable at
+    extraction), so a run on the features can count them as a run on the images would.
 
     Example::
 
@@ -32,6 +33,7 @@ class FeatureSamples(ImageSamples):
         targets: Sequence[int],
         classes: Sequence[str],
         names: Sequence[str] | None = None,
+        skipped: Sequence[str] = (),
     ) -> None:
         dtype = np.float16 if np.asarray(features[:0]).dtype == np.float16 else np.float32
         self.features = torch.as_tensor(np.asarray(features, dtype=dtype))
@@ -49,6 +51,7 @@ class FeatureSamples(ImageSamples):
             raise ValueError("FeatureSamples: the features hold NaN or inf values")
         self.classes = list(classes)
         self.names = list(names) if names is not None else None
+        self.skipped = list(skipped)  # images of this set left out at extraction (unreadable)
         self._labels = torch.as_tensor(self.targets, dtype=torch.long)
 
     def load(self, index: int) -> torch.Tensor:
@@ -66,7 +69,9 @@ class FeatureSamples(ImageSamples):
         """The rows ``indices`` as a new :class:`FeatureSamples` (same classes)."""
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         names = [self.names[i] for i in idx.tolist()] if self.names is not None else None
-        return FeatureSamples(self.features[idx], self._labels[idx].tolist(), self.classes, names)
+        return FeatureSamples(
+            self.features[idx], self._labels[idx].tolist(), self.classes, names, self.skipped
+        )
 
     def sample_name(self, index: int) -> str:
         return self.names[index] if self.names is not None else f"{type(self).__name__}[{index}]"

@@ -134,10 +134,13 @@ def build_feature_data(
     whole = SampleView(database.base, sorted([*database.indices, *test.indices]), database.transform)
     features = cached_features(model, whole, folder, weights_file=weights, train_stages=stages)
     row = {name: i for i, name in enumerate(features.names)}  # unreadable images have no row
-    return tuple(
-        features.select([row[n] for n in map(part.sample_name, range(len(part))) if n in row])
-        for part in (database, test)
-    )
+    parts = []
+    for part in (database, test):
+        names = [part.sample_name(i) for i in range(len(part))]
+        selected = features.select([row[n] for n in names if n in row])
+        selected.skipped = [n for n in names if n not in row]
+        parts.append(selected)
+    return tuple(parts)
 
 
 def fresh_head(config: TrainConfig, in_features: int, train_features: torch.Tensor | None = None) -> HashHead:
@@ -237,6 +240,7 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
         # The database keeps every class; with holdout_classes the head trains (and takes its
         # standardisation) on the other classes' features only.
         database, train = train_features, holdout_features(config, train_features)
+        train.missing = list(getattr(images, "missing", None) or [])  # listed images with no file
         if config.train_stages:
             trained = fine_tuning_model(config, model, train)
         else:

@@ -84,7 +84,10 @@ def cached_features(
     cache = Path(cache_dir) / f"{prefix}-{key}.npz"
     if cache.is_file():
         data = np.load(cache, allow_pickle=False)
-        return FeatureSamples(data["features"], data["labels"], list(data["classes"]), list(data["names"]))
+        skipped = list(data["skipped"]) if "skipped" in data.files else []
+        return FeatureSamples(
+            data["features"], data["labels"], list(data["classes"]), list(data["names"]), skipped
+        )
     encoder = BackboneTrunk(model.backbone, train_stages) if train_stages else model.backbone
     features, labels, kept = encode_dataset(
         _ChannelsLast(encoder).eval(),
@@ -110,4 +113,6 @@ def cached_features(
     )
     os.replace(tmp, cache)
     data = np.load(cache, allow_pickle=False)  # what a later run reads (float16 maps), not the float32 pass
-    return FeatureSamples(data["features"], labels.tolist(), dataset.classes, names)
+    return FeatureSamples(
+        data["features"], labels.tolist(), dataset.classes, names, [dataset.sample_name(i) for i in skipped]
+    )

@@ -160,7 +160,10 @@ class Trainer:
         self.export_model = export_model
         self.epoch = 0  # completed epochs
         self.step = 0  # completed global steps
-        self.bad_samples: set[str] = set()
+        # Images left out when cached features were extracted count as skipped from the start.
+        self.bad_samples: set[str] = {
+            name for part in (train_set, test_set, self.database_set) for name in getattr(part, "skipped", ())
+        }
         self.skipped_batches = 0  # global batches skipped for lack of readable images
         self.skipped_batch_images = 0  # readable images (all processes) of those batches
         self.output_dir = config.output_dir
