@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from pml_shrewd.benchmarking import check_claims, load_rows, run_rows
-from pml_shrewd.benchmarking.claims import plain_rows
+from pml_shrewd.benchmarking.claims import is_pml_row, plain_rows
 from pml_shrewd.benchmarking.report import markdown_table, update_benchmarks_md, write_report
 from pml_shrewd.cli import add_config_flags
 
@@ -217,11 +217,13 @@ def holdout_table(report: dict) -> str:
 
 
 def plotted_rows(results: dict) -> list[str]:
-    """SHREWD, L_cls and the best PML baseline (plain rows), when present."""
+    """SHREWD, SHRED, L_cls (plain rows) and the best PML row, a reference row included, when present."""
     plain = plain_rows(results)
-    pml = [plain[v] for v in ("contrastive", "triplet", "multisimilarity") if v in plain]
+    pml = [
+        n for n, r in results.items() if is_pml_row(r) and r.get("method") == "train" and not r.get("sweep")
+    ]
     best = max(pml, key=lambda n: results[n]["mAHP@k"]) if pml else None
-    return [n for n in (plain.get("shrewd"), plain.get("cls"), best) if n is not None]
+    return [n for n in (plain.get("shrewd"), plain.get("shred"), plain.get("cls"), best) if n is not None]
 
 
 if __name__ == "__main__":
