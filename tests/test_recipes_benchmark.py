@@ -247,3 +247,25 @@ def test_seed_spread_lists_each_seed_with_mean_and_sd(tmp_path):
         load_recipe("seed_spread").main(
             ["--runs", *runs, "--keys", "mAP", "--rows", "only here", "--out", str(out)]
         )
+    # One seed's rows from two folders (two --only commands) are merged; a row twice is refused.
+    part = tmp_path / "s1b"
+    part.mkdir()
+    (part / "results.json").write_text(json.dumps({"results": {"C": {"mAHP@k": 0.25, "mAP": 0.5}}}))
+    (tmp_path / "s1" / "results.json").write_text(
+        json.dumps(
+            {"results": {n: {"mAHP@k": float(v[0]), "mAP": float(v[1])} for n, v in values[1].items()}}
+        )
+    )
+    for seed in (0, 2):
+        report = json.loads((tmp_path / f"s{seed}" / "results.json").read_text())
+        report["results"]["C"] = {"mAHP@k": 0.75, "mAP": 0.5}
+        (tmp_path / f"s{seed}" / "results.json").write_text(json.dumps(report))
+    merged = load_recipe("seed_spread").main(
+        ["--runs", *runs, f"1={part}", "--keys", "mAHP@k", "--rows", "A", "C", "--out", str(out)]
+    )
+    assert merged["C"]["mAHP@k"]["values"] == {0: 0.75, 1: 0.25, 2: 0.75}
+    assert merged["A"]["mAHP@k"]["values"][1] == pytest.approx(values[1]["A"][0])
+    with pytest.raises(SystemExit, match=r"seed 1 has rows \['A', 'B'\] in two folders"):
+        load_recipe("seed_spread").main(
+            ["--runs", *runs, f"1={tmp_path / 's1'}", "--keys", "mAP", "--out", str(out)]
+        )
