@@ -83,11 +83,7 @@ def cached_features(
     key = feature_cache_key(model, dataset, weights_file, train_stages)
     cache = Path(cache_dir) / f"{prefix}-{key}.npz"
     if cache.is_file():
-        data = np.load(cache, allow_pickle=False)
-        skipped = list(data["skipped"]) if "skipped" in data.files else []
-        return FeatureSamples(
-            data["features"], data["labels"], list(data["classes"]), list(data["names"]), skipped
-        )
+        return _read_cache(cache)
     encoder = BackboneTrunk(model.backbone, train_stages) if train_stages else model.backbone
     features, labels, kept = encode_dataset(
         _ChannelsLast(encoder).eval(),
@@ -112,7 +108,13 @@ def cached_features(
         skipped=np.array([dataset.sample_name(i) for i in skipped]),
     )
     os.replace(tmp, cache)
-    data = np.load(cache, allow_pickle=False)  # what a later run reads (float16 maps), not the float32 pass
+    return _read_cache(cache)  # what a later run reads (float16 maps), not the float32 pass
+
+
+def _read_cache(cache: Path) -> FeatureSamples:
+    """A feature cache file as :class:`FeatureSamples` (files from before ``skipped`` have none)."""
+    data = np.load(cache, allow_pickle=False)
+    skipped = list(data["skipped"]) if "skipped" in data.files else []
     return FeatureSamples(
-        data["features"], labels.tolist(), dataset.classes, names, [dataset.sample_name(i) for i in skipped]
+        data["features"], data["labels"], list(data["classes"]), list(data["names"]), skipped
     )
