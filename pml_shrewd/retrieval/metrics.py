@@ -91,6 +91,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
@@ -274,6 +275,60 @@ def _float_keys(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return (bits.astype(np.int64) << 32) | idx
 
 
+@dataclass
+class _RankOutputs:
+    """What one ranking pass scores and where it writes, shared by the chunks of queries."""
+
+    dl: np.ndarray  # database labels
+    n: int
+    n_eff: int  # database items a query ranks (n less its own with ref_includes_query)
+    hamming: bool
+    ties: str
+    tables: _TieTables | None
+    ap_ks: list[int]
+    p_ks: list[int]
+    hp_k: int | None
+    sims: dict[str | None, _Similarity]
+    ap: np.ndarray | None
+    ap_k: dict[int, np.ndarray]
+    p_k: dict[int, np.ndarray]
+    hp: dict[str | None, np.ndarray]
+    gain: np.ndarray | None
+
+    def store_cut_figures(self, rel_pos: np.ndarray, start: int, ap_ks: Sequence[int]) -> None:
+        """P@k and AP@k (for ``ap_ks``) of the rows from ``start`` on, from the relevance of
+        each place of the top ``kmax`` (0/1, or the expected relevance for P@k)."""
+        cum = np.cumsum(rel_pos, axis=1)
+        c = len(rel_pos)
+        for k in self.p_ks:
+            kk = min(k, self.n_eff)
+            self.p_k[k][start : start + c] = cum[:, kk - 1] / kk
+        ranks = np.arange(1, rel_pos.shape[1] + 1, dtype=np.float64)
+        for k in ap_ks:
+            hits = cum[:, k - 1]
+            prec_sum = ((cum[:, :k] / ranks[:k]) * rel_pos[:, :k]).sum(axis=1)
+            self.ap_k[k][start : start + c] = np.divide(prec_sum, hits, out=np.zeros(c), where=hits > 0)
+
+    def store_hp(
+        self,
+        name: str | None,
+        sim: _Similarity,
+        uq: np.ndarray,
+        srows_u: np.ndarray,
+        uinv,
+        gain_pos,
+        start: int,
+    ) -> None:
+        """HP@1..hp_k of the rows from ``start`` on from each place's gain (similarity)."""
+        gained = np.cumsum(gain_pos, axis=1)
+        ideal = np.stack([sim.ideal(int(lab), srows_u[i], self.hp_k) for i, lab in enumerate(uq)])[uinv]
+        self.hp[name][start : start + len(gained)] = np.divide(
+            gained, ideal, out=np.zeros_like(gained), where=ideal > 0
+        )
+        if name is None:
+            self.gain[start : start + len(gained)] = gained[:, -1]
+
+
 def _rank_queries(
     query_codes: Any,
     db_codes: Any,
@@ -324,6 +379,7 @@ def _rank_queries(
     n_eff = n - int(ref_includes_query)
     ap_ks = [min(_check_k(k), n_eff) for k in ap_ks]
     p_ks_c = [_check_k(k) for k in p_ks]
+    sims: dict[str | None, _Similarity] = {}
     if hp_k is not None:
         hp_k = min(_check_k(hp_k), n_eff)
         if semantic_distance is None:
@@ -352,14 +408,23 @@ def _rank_queries(
         db_t = torch.from_numpy(db)
     idx = np.arange(n, dtype=key_dtype)
 
-    out_ap = np.zeros(nq) if full_ap else None
-    out_apk = {k: np.zeros(nq) for k in ap_ks}
-    out_p = {k: np.zeros(nq) for k in p_ks_c}
-    out_hp = {name: np.zeros((nq, hp_k)) for name in sims} if hp_k else {}
-    out_gain = np.zeros(nq) if hp_k else None
-    ranks_k = np.arange(1, kmax + 1, dtype=np.float64)
-    tables = _TieTables(n) if ties != "index" else None
-    hamming = distance == "hamming"
+    out = _RankOutputs(
+        dl=dl,
+        n=n,
+        n_eff=n_eff,
+        hamming=distance == "hamming",
+        ties=ties,
+        tables=_TieTables(n) if ties != "index" else None,
+        ap_ks=ap_ks,
+        p_ks=p_ks_c,
+        hp_k=hp_k,
+        sims=sims,
+        ap=np.zeros(nq) if full_ap else None,
+        ap_k={k: np.zeros(nq) for k in ap_ks},
+        p_k={k: np.zeros(nq) for k in p_ks_c},
+        hp={name: np.zeros((nq, hp_k)) for name in sims},
+        gain=np.zeros(nq) if hp_k else None,
+    )
 
     def run_chunk(start: int, stop: int) -> None:
         rows = np.arange(stop - start)
@@ -388,64 +453,28 @@ def _rank_queries(
             top = np.sort(np.partition(keys, kmax - 1, axis=1)[:, :kmax], axis=1)
         else:
             top = np.sort(keys, axis=1)
-        top_ids = (top % n) if distance == "hamming" else (top & 0xFFFFFFFF)
-        top_ids = top_ids.astype(np.int64, copy=False)
+        top_ids = _key_ids(top, n, out.hamming)
 
-        if tables is not None:
-            _tie_chunk(
-                keys,
-                top,
-                top_ids,
-                qlab,
-                dl,
-                n,
-                n_eff,
-                hamming,
-                ties,
-                tables,
-                ap_ks,
-                p_ks_c,
-                hp_k,
-                sims if hp_k else {},
-                rel_keys,
-                start,
-                out_ap,
-                out_apk,
-                out_p,
-                out_hp,
-                out_gain,
-            )
+        if out.tables is not None:
+            _tie_chunk(out, keys, top, top_ids, qlab, rel_keys, start)
             return
 
         if ap_ks or p_ks_c:
-            rel = dl[top_ids] == qlab[:, None]
-            cum = np.cumsum(rel, axis=1)
-            for k in ap_ks:
-                hits = cum[:, k - 1]
-                prec_sum = ((cum[:, :k] / ranks_k[:k]) * rel[:, :k]).sum(axis=1)
-                out_apk[k][start:stop] = np.divide(prec_sum, hits, out=np.zeros(len(hits)), where=hits > 0)
-            for k in p_ks_c:
-                kk = min(k, n_eff)
-                out_p[k][start:stop] = cum[:, kk - 1] / kk
+            out.store_cut_figures(dl[top_ids] == qlab[:, None], start, ap_ks)
 
         if full_ap:
             for r, rk in enumerate(rel_keys):
                 if rk is None or len(rk) == 0:
                     continue  # class absent from the database: AP = 0
                 pos = np.searchsorted(keys[r], rk) + 1  # 1-based rank of each relevant item
-                out_ap[start + r] = np.mean(np.arange(1, len(rk) + 1) / pos)
+                out.ap[start + r] = np.mean(np.arange(1, len(rk) + 1) / pos)
 
         if hp_k:
             uq, uinv = np.unique(qlab, return_inverse=True)
             for name, sim in sims.items():
                 srows = sim.rows(uq)
-                gained = srows[uinv[:, None], sim.db_index[top_ids[:, :hp_k]]].cumsum(axis=1)
-                ideal = np.stack([sim.ideal(int(lab), srows[i], hp_k) for i, lab in enumerate(uq)])[uinv]
-                out_hp[name][start:stop] = np.divide(
-                    gained, ideal, out=np.zeros_like(gained), where=ideal > 0
-                )
-                if name is None:
-                    out_gain[start:stop] = gained[:, -1]
+                gains = srows[uinv[:, None], sim.db_index[top_ids[:, :hp_k]]]
+                out.store_hp(name, sim, uq, srows, uinv, gains, start)
 
     drop = int(ref_includes_query)
     workers = max(1, num_threads if num_threads is not None else min(8, os.cpu_count() or 1))
@@ -467,15 +496,15 @@ def _rank_queries(
                 bar.update(e - s)
     bar.close()
 
-    hp_main = out_hp.pop(None, None)
+    hp_main = out.hp.pop(None, None)
     return {
-        "ap": out_ap,
-        "ap_k": out_apk,
-        "p_k": out_p,
+        "ap": out.ap,
+        "ap_k": out.ap_k,
+        "p_k": out.p_k,
         "hp": hp_main,
-        "hp_extra": out_hp,
+        "hp_extra": out.hp,
         "hp_k": hp_k,
-        "gain_k": out_gain,
+        "gain_k": out.gain,
     }
 
 
@@ -552,39 +581,34 @@ def _tie_full_ap(rk, keys_row, n, hamming, ties, tables) -> float:
 
 
 def _tie_chunk(
-    keys,
-    top,
-    top_ids,
-    qlab,
-    dl,
-    n,
-    n_eff,
-    hamming,
-    ties,
-    tables,
-    ap_ks,
-    p_ks,
-    hp_k,
-    sims,
-    rel_keys,
-    start,
-    out_ap,
-    out_apk,
-    out_p,
-    out_hp,
-    out_gain,
+    out: _RankOutputs,
+    keys: np.ndarray,
+    top: np.ndarray,
+    top_ids: np.ndarray,
+    qlab: np.ndarray,
+    rel_keys: list[np.ndarray | None],
+    start: int,
 ) -> None:
     """The metrics of one chunk of queries with ties ordered by ``ties`` (not ``"index"``).
 
     Inside the top ``kmax`` every tie group is complete except the last one, which may run on
     past ``kmax``: its size, relevant count and class histogram come from the whole row.
     Per place, the (expected) relevance and gain then follow from the group alone."""
+    n, hamming, ties, tables, dl, sims, hp_k = (
+        out.n,
+        out.hamming,
+        out.ties,
+        out.tables,
+        out.dl,
+        out.sims,
+        out.hp_k,
+    )
     c, kmax = top.shape
     rows = np.arange(c)
     if rel_keys:
         for r, rk in enumerate(rel_keys):
-            out_ap[start + r] = _tie_full_ap(rk, keys[r], n, hamming, ties, tables)
-    if not (ap_ks or p_ks or hp_k):
+            out.ap[start + r] = _tie_full_ap(rk, keys[r], n, hamming, ties, tables)
+    if not (out.ap_ks or out.p_ks or hp_k):
         return
     gv = _key_group(top, n, hamming)
     dk = gv[:, -1]
@@ -626,24 +650,16 @@ def _tie_chunk(
         rel_pos = (j_pos < r_g).astype(np.float64)
     else:
         rel_pos = (j_pos >= size - r_g).astype(np.float64)
-    cum = np.cumsum(rel_pos, axis=1)
-    for k in p_ks:
-        kk = min(k, n_eff)
-        out_p[k][start : start + c] = cum[:, kk - 1] / kk
-    if ap_ks:
+    # "best" / "worst" place 0/1 relevances, so AP@k is the plain formula; "expected" P@k too.
+    out.store_cut_figures(rel_pos, start, out.ap_ks if ties != "expected" else ())
+    if out.ap_ks and ties == "expected":
         ranks = np.arange(1, kmax + 1, dtype=np.float64)
-        if ties == "expected":
-            cum_rel = np.cumsum(rel, axis=1)  # exact at the end of each complete group
-            r_before = np.where(s_pos > 0, cum_rel[rows[:, None], np.maximum(s_pos - 1, 0)], 0)
-            frac = np.divide(r_g - 1.0, size - 1.0, out=np.zeros((c, kmax)), where=size > 1)
-            e = (r_g / size) * (r_before + 1.0 + j_pos * frac) / ranks  # E[rel_i * P@i]
-            cum_e = np.cumsum(e, axis=1)
-        for k in ap_ks:
-            if ties != "expected":
-                hits = cum[:, k - 1]
-                prec_sum = ((cum[:, :k] / ranks[:k]) * rel_pos[:, :k]).sum(axis=1)
-                out_apk[k][start : start + c] = np.divide(prec_sum, hits, out=np.zeros(c), where=hits > 0)
-                continue
+        cum_rel = np.cumsum(rel, axis=1)  # exact at the end of each complete group
+        r_before = np.where(s_pos > 0, cum_rel[rows[:, None], np.maximum(s_pos - 1, 0)], 0)
+        frac = np.divide(r_g - 1.0, size - 1.0, out=np.zeros((c, kmax)), where=size > 1)
+        e = (r_g / size) * (r_before + 1.0 + j_pos * frac) / ranks  # E[rel_i * P@i]
+        cum_e = np.cumsum(e, axis=1)
+        for k in out.ap_ks:
             # The group holding place k is cut after t of its m places: average over h, the
             # relevant items among those t (hypergeometric), of (before + E[group part | h]) / hits.
             s, m, r = s_pos[:, k - 1], size[:, k - 1], r_g[:, k - 1]
@@ -655,7 +671,7 @@ def _tie_chunk(
             part = tables.group_ap_sum(s[:, None], m[:, None], r[:, None], rb[:, None], t[:, None], h)
             hits = rb[:, None] + h
             val = np.divide(num_before[:, None] + part, hits, out=np.zeros(pmf.shape), where=hits > 0)
-            out_apk[k][start : start + c] = (pmf * val).sum(axis=1)
+            out.ap_k[k][start : start + c] = (pmf * val).sum(axis=1)
 
     if hp_k:
         uq, uinv = np.unique(qlab, return_inverse=True)
@@ -688,13 +704,7 @@ def _tie_chunk(
                 at = np.minimum(at, num_cls - 1)
                 last_gain = np.take_along_axis(np.take_along_axis(srows, cls_order, axis=1), at, axis=1)
                 gain_pos = np.where(in_h, last_gain, gain_pos)
-            gained = np.cumsum(gain_pos, axis=1)
-            ideal = np.stack([sim.ideal(int(lab), srows_u[i], hp_k) for i, lab in enumerate(uq)])[uinv]
-            out_hp[name][start : start + c] = np.divide(
-                gained, ideal, out=np.zeros_like(gained), where=ideal > 0
-            )
-            if name is None:
-                out_gain[start : start + c] = gained[:, -1]
+            out.store_hp(name, sim, uq, srows_u, uinv, gain_pos, start)
 
 
 def _hamming_knn(
