@@ -61,7 +61,7 @@ def row_config(row: Row, overrides: Mapping[str, Any]):
     overrides = dict(overrides)
     if not get_variant(config.variant).needs_class_labels or row.method != "train":
         overrides.pop("pseudo_labels", None)  # a run-wide cluster count is for the label-based rows
-    return TrainConfig.load(row.config, **{**row.overrides, **overrides})
+    return TrainConfig.from_dict(config.to_dict(), **overrides) if overrides else config
 
 
 #: Rows that are no training run: classical hashes and references on the same data.

@@ -19,7 +19,9 @@ class FeatureSamples(ImageSamples):
     ``features`` is ``(N, D)`` pooled features or ``(N, C, H, W)`` activation maps. Float16
     input is stored as float16 (half the memory of a cache of maps); every sample comes out as
     float32. ``skipped`` names the images of the set that have no row (unreadable at
-    extraction), so a run on the features can count them as a run on the images would.
+    extraction), so a run on the features can count them as a run on the images would;
+    ``missing`` the images a caption list names that have no file at all (see
+    :class:`~pml_shrewd.data.CaptionedImages`), reported by the trainer beside them.
 
     Example::
 
@@ -34,6 +36,7 @@ class FeatureSamples(ImageSamples):
         classes: Sequence[str],
         names: Sequence[str] | None = None,
         skipped: Sequence[str] = (),
+        missing: Sequence[str] = (),
     ) -> None:
         dtype = np.float16 if np.asarray(features[:0]).dtype == np.float16 else np.float32
         self.features = torch.as_tensor(np.asarray(features, dtype=dtype))
@@ -52,6 +55,7 @@ class FeatureSamples(ImageSamples):
         self.classes = list(classes)
         self.names = list(names) if names is not None else None
         self.skipped = list(skipped)  # images of this set left out at extraction (unreadable)
+        self.missing = list(missing)  # images listed by the data set with no file
         self._labels = torch.as_tensor(self.targets, dtype=torch.long)
 
     def load(self, index: int) -> torch.Tensor:
@@ -65,12 +69,14 @@ class FeatureSamples(ImageSamples):
         idx = torch.as_tensor(indices, dtype=torch.long)
         return list(zip(self.features[idx].float().unbind(0), self._labels[idx].tolist()))
 
-    def select(self, indices: Sequence[int]) -> FeatureSamples:
-        """The rows ``indices`` as a new :class:`FeatureSamples` (same classes)."""
+    def select(self, indices: Sequence[int], *, skipped: Sequence[str] | None = None) -> FeatureSamples:
+        """The rows ``indices`` as a new :class:`FeatureSamples` (same classes and ``missing``;
+        ``skipped``: the part's own unreadable images, by default this set's)."""
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         names = [self.names[i] for i in idx.tolist()] if self.names is not None else None
+        skipped = self.skipped if skipped is None else skipped
         return FeatureSamples(
-            self.features[idx], self._labels[idx].tolist(), self.classes, names, self.skipped
+            self.features[idx], self._labels[idx].tolist(), self.classes, names, skipped, self.missing
         )
 
     def sample_name(self, index: int) -> str:

@@ -137,9 +137,9 @@ def build_feature_data(
     parts = []
     for part in (database, test):
         names = [part.sample_name(i) for i in range(len(part))]
-        selected = features.select([row[n] for n in names if n in row])
-        selected.skipped = [n for n in names if n not in row]
-        parts.append(selected)
+        parts.append(
+            features.select([row[n] for n in names if n in row], skipped=[n for n in names if n not in row])
+        )
     return tuple(parts)
 
 
@@ -240,7 +240,7 @@ def build_run(config: TrainConfig) -> dict[str, Any]:
         # The database keeps every class; with holdout_classes the head trains (and takes its
         # standardisation) on the other classes' features only.
         database, train = train_features, holdout_features(config, train_features)
-        train.missing = list(getattr(images, "missing", None) or [])  # listed images with no file
+        train.missing = list(getattr(images, "missing", ()))  # listed images with no file
         if config.train_stages:
             trained = fine_tuning_model(config, model, train)
         else:
