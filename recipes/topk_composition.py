@@ -11,6 +11,10 @@ whose top k has one), and ``top1`` (the nearest item's class is the query's); ``
 cut-off used (``--k`` clipped to the database size, as in the metrics). Search is
 exact (faiss flat binary index through ``HashIndex``, ties in insertion order like the
 metrics). Writes ``topk_composition.json`` into the results directory.
+
+``--holdout-classes FILE`` (an unseen-class run, issue 17) adds the same figures for the
+queries of those classes (``unseen``) and of the others (``seen``); class names come from
+the saved image paths' folders (``test_names``), so the file needs no label order.
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ from pml_shrewd.benchmarking.report import variant_slug
 from pml_shrewd.retrieval import HashIndex
 
 
-def topk_composition(codes_file: Path, similarity: np.ndarray, k: int) -> dict:
-    """Same-class fraction, similarity of the other-class items and top-1 of one codes file."""
+def topk_composition(
+    codes_file: Path, similarity: np.ndarray, k: int, holdout_classes: list[str] | None = None
+) -> dict:
+    """Same-class fraction, similarity of the other-class items and top-1 of one codes file;
+    with ``holdout_classes`` also ``unseen`` / ``seen``: the same over those classes' queries
+    and the others'."""
     data = np.load(codes_file)
     bits = int(data["bits"])
     index = HashIndex(bits)
@@ -37,16 +45,37 @@ def topk_composition(codes_file: Path, similarity: np.ndarray, k: int) -> dict:
     queries = data["test_labels"].astype(np.int64)[:, None]
     same = neighbours == queries
     sims = similarity[queries, neighbours]
+    row = dict(bits=bits, k=k, **_composition(same, sims, np.ones(len(same), dtype=bool)))
+    if holdout_classes is not None:
+        unseen = np.isin(queries[:, 0], _class_ids(data, holdout_classes))
+        row["unseen"] = dict(queries=int(unseen.sum()), **_composition(same, sims, unseen))
+        row["seen"] = dict(queries=int((~unseen).sum()), **_composition(same, sims, ~unseen))
+    return row
+
+
+def _composition(same: np.ndarray, sims: np.ndarray, rows: np.ndarray) -> dict:
+    same, sims = same[rows], sims[rows]
     other = ~same
     has_other = other.any(axis=1)
     other_sim = (sims * other).sum(axis=1)[has_other] / other.sum(axis=1)[has_other]
     return dict(
-        bits=bits,
-        k=k,
         same_class=float(same.mean()),
         other_class_similarity=float(other_sim.mean()) if has_other.any() else float("nan"),
         top1=float(same[:, 0].mean()),
     )
+
+
+def _class_ids(data, class_names: list[str]) -> list[int]:
+    """The labels of ``class_names``, read from the folders of the saved test image paths."""
+    if "test_names" not in data.files:
+        raise ValueError("--holdout-classes needs codes saved with image paths (test_names)")
+    label_of: dict[str, int] = {}
+    for name, label in zip(data["test_names"], data["test_labels"].astype(int), strict=True):
+        label_of.setdefault(Path(str(name)).parent.name, label)
+    unknown = sorted(set(class_names) - set(label_of))
+    if unknown:
+        raise ValueError(f"--holdout-classes: no test image of the classes {unknown}")
+    return [label_of[c] for c in class_names]
 
 
 def training_hierarchy(dataset: str, barz_file: str | None):
@@ -66,6 +95,7 @@ def main(argv=None) -> dict:
     p.add_argument("--dataset", choices=["cifar10", "cifar100"], required=True)
     p.add_argument("--barz-hierarchy", default=None)
     p.add_argument("--k", type=int, default=250)
+    p.add_argument("--holdout-classes", default=None, help="a class-list file: unseen / seen figures too")
     args = p.parse_args(argv)
     results_dir = Path(args.results_dir)
     codes_dir = results_dir / "codes"
@@ -74,15 +104,27 @@ def main(argv=None) -> dict:
     name, provider = training_hierarchy(args.dataset, args.barz_hierarchy)
     saved = json.loads((results_dir / "results.json").read_text())
     similarity = 1.0 - provider.matrix().numpy()
+    holdout = None
+    if args.holdout_classes:
+        from pml_shrewd.data.base import read_class_names
+
+        holdout = read_class_names(args.holdout_classes)
     rows = {}
     for variant in saved["results"]:
-        rows[variant] = topk_composition(codes_dir / f"{variant_slug(variant)}.npz", similarity, args.k)
-    report = dict(hierarchy=name, k=args.k, results=rows)
+        codes_file = codes_dir / f"{variant_slug(variant)}.npz"
+        if codes_file.is_file():  # rows without codes (the continuous features) have nothing to split
+            rows[variant] = topk_composition(codes_file, similarity, args.k, holdout)
+    report = dict(hierarchy=name, k=args.k, holdout_classes=args.holdout_classes, results=rows)
     (results_dir / "topk_composition.json").write_text(json.dumps(report, indent=2))
     print(f"| variant | top-{args.k}: same class | similarity of the other classes [{name}] | top-1 |")
     print("|---|---|---|---|")
     for variant, r in rows.items():
-        print(f"| {variant} | {r['same_class']:.3f} | {r['other_class_similarity']:.3f} | {r['top1']:.3f} |")
+        for part in ("", "unseen", "seen") if holdout else ("",):
+            f = r[part] if part else r
+            label = f"{variant} [{part}]" if part else variant
+            print(
+                f"| {label} | {f['same_class']:.3f} | {f['other_class_similarity']:.3f} | {f['top1']:.3f} |"
+            )
     return report
 
 

@@ -63,3 +63,36 @@ def test_topk_composition_clips_k_to_the_database(tmp_path):
     same, other, top1 = _reference(q, db, yq, ydb, sim, 9)
     assert row["k"] == 9 and row["same_class"] == pytest.approx(same)
     assert row["other_class_similarity"] == pytest.approx(other)
+
+
+def test_topk_composition_splits_unseen_and_seen_queries_by_class_folder(tmp_path):
+    # --holdout-classes: the figures of the held-out classes' queries and of the others, each
+    # as the loop computes it on that subset; classes found by the saved paths' folders.
+    rng = np.random.default_rng(5)
+    q, db = rng.integers(0, 2, (30, 8), dtype=np.uint8), rng.integers(0, 2, (50, 8), dtype=np.uint8)
+    yq, ydb = rng.integers(0, 10, 30), rng.integers(0, 10, 50)
+    classes = HierarchyDistance.cifar10().classes
+    names = np.array([f"/d/test/{classes[y]}/{i}.jpg" for i, y in enumerate(yq)])
+    (tmp_path / "codes").mkdir()
+    np.savez(tmp_path / "codes" / f"{topk_composition.variant_slug('A')}.npz", test_codes=pack_codes(q),
+             train_codes=pack_codes(db), test_labels=yq, train_labels=ydb, test_names=names, bits=8)  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps({"results": {"A": {}, "features": {}}}))
+    held = [classes[int(yq[0])], classes[int(yq[1])]]
+    (tmp_path / "held.txt").write_text("# two classes\n" + "\n".join(held) + "\n")
+    report = topk_composition.main(
+        [str(tmp_path), "--dataset", "cifar10", "--k", "7", "--holdout-classes", str(tmp_path / "held.txt")]
+    )
+    row = report["results"]["A"]
+    assert "features" not in report["results"]  # a row without codes is passed over
+    sim = 1.0 - HierarchyDistance.cifar10().matrix().numpy()
+    unseen = np.isin(yq, [classes.index(c) for c in held])
+    for part, mask in (("unseen", unseen), ("seen", ~unseen)):
+        same, other, top1 = _reference(q[mask], db, yq[mask], ydb, sim, 7)
+        assert row[part]["queries"] == int(mask.sum())
+        assert row[part]["same_class"] == pytest.approx(same) and row[part]["top1"] == pytest.approx(top1)
+        assert row[part]["other_class_similarity"] == pytest.approx(other)
+    (tmp_path / "held.txt").write_text("unicorn\n")
+    with pytest.raises(ValueError, match="unicorn"):
+        topk_composition.main(
+            [str(tmp_path), "--dataset", "cifar10", "--holdout-classes", str(tmp_path / "held.txt")]
+        )
