@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cifar", choices=["cifar10", "cifar100"], default="cifar100")
     p.add_argument("--k", type=int, default=250)
     p.add_argument("--only", nargs="*", default=None, help="row names (default: every row of results.json)")
+    p.add_argument("--out", default=None, help="the JSON to write (default: RESULTS_DIR/anchors.json)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other rows of an existing --out file (rows computed now replace theirs)",
+    )
     args = p.parse_args(argv)
     results_dir = Path(args.results_dir)
     classes = None
@@ -70,14 +76,24 @@ def main(argv: list[str] | None = None) -> dict:
         classes = "WordNet (pml_shrewd)"
     from pml_shrewd.benchmarking.report import variant_slug
 
-    rows = {}
-    names = args.only or list(json.loads((results_dir / "results.json").read_text())["results"])
-    for name in names:
+    out_file = Path(args.out) if args.out else results_dir / "anchors.json"
+    order = list(json.loads((results_dir / "results.json").read_text())["results"])
+    rows, kept, note = {}, {}, None
+    if args.merge and out_file.is_file():
+        previous = json.loads(out_file.read_text())
+        if (previous.get("hierarchy"), previous.get("k")) != (classes, args.k):
+            raise SystemExit(f"--merge: {out_file} was made with another hierarchy or k")
+        kept, note = previous["results"], previous.get("note")
+    for name in args.only or order:
         started = time.time()
         rows[name] = anchors(results_dir / "codes" / f"{variant_slug(name)}.npz", tree, args.k)
         print(f"{name}: {time.time() - started:.0f} s", flush=True)
-    out = dict(hierarchy=classes, k=args.k, ties=list(TIES), results=rows)
-    (results_dir / "anchors.json").write_text(json.dumps(out, indent=2))
+    merged = {**kept, **rows}
+    merged = {name: merged[name] for name in [*order, *merged] if name in merged}  # the table's order
+    out = dict(hierarchy=classes, k=args.k, ties=list(TIES), results=merged)
+    if note:
+        out["note"] = note
+    out_file.write_text(json.dumps(out, indent=2))
     print(markdown(out))
     return out
 

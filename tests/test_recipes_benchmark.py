@@ -123,6 +123,17 @@ def test_benchmark_runs_end_to_end_and_its_codes_recompute(tmp_path, data, cache
         assert a["mAHP@k [index]"] == pytest.approx(row["mAHP@k"], abs=1e-9)
         assert a["mAP [worst]"] <= a["mAP [expected]"] <= a["mAP [best]"]
     assert json.loads((out / "anchors.json").read_text())["results"].keys() == saved["results"].keys()
+    # --only with --merge recomputes one row into the file and keeps the others (table order).
+    first, *others = list(saved["results"])
+    target = tmp_path / "anchors-merged.json"
+    load_recipe("anchor_protocols").main([str(out), "--cifar", "cifar10", "--k", "5", "--only", *others, "--out", str(target)])  # fmt: skip
+    merged = load_recipe("anchor_protocols").main(
+        [str(out), "--cifar", "cifar10", "--k", "5", "--only", first, "--out", str(target), "--merge"]
+    )
+    assert list(merged["results"]) == list(saved["results"])
+    assert json.loads(target.read_text())["results"] == anchors["results"]
+    with pytest.raises(SystemExit, match="another hierarchy or k"):
+        load_recipe("anchor_protocols").main([str(out), "--cifar", "cifar10", "--k", "4", "--only", first, "--out", str(target), "--merge"])  # fmt: skip
 
 
 def test_a_benchmark_row_is_the_cli_run_of_its_config(tmp_path, data, cache):
