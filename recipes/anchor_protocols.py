@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--cifar", choices=["cifar10", "cifar100"], default="cifar100")
     p.add_argument("--k", type=int, default=250)
-    p.add_argument("--only", nargs="*", default=None, help="row names (default: every row of results.json)")
+    p.add_argument(
+        "--only", nargs="*", default=None, help="row names (default: every row of results.json with codes)"
+    )
     p.add_argument("--out", default=None, help="the JSON to write (default: RESULTS_DIR/anchors.json)")
     p.add_argument(
         "--merge",
@@ -74,10 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         tree = HierarchyDistance.cifar100() if args.cifar == "cifar100" else HierarchyDistance.cifar10()
         classes = "WordNet (pml_shrewd)"
-    from pml_shrewd.benchmarking.report import variant_slug
+    from pml_shrewd.benchmarking.report import rows_with_codes, variant_slug
 
     out_file = Path(args.out) if args.out else results_dir / "anchors.json"
-    order = list(json.loads((results_dir / "results.json").read_text())["results"])
+    order = rows_with_codes(json.loads((results_dir / "results.json").read_text())["results"])
     rows, kept, note = {}, {}, None
     if args.merge and out_file.is_file():
         previous = json.loads(out_file.read_text())

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pml_shrewd.benchmarking.report import variant_slug
+from pml_shrewd.benchmarking.report import rows_with_codes, variant_slug
 from pml_shrewd.retrieval import HashIndex
 
 
@@ -67,15 +67,15 @@ def _composition(same: np.ndarray, sims: np.ndarray, rows: np.ndarray) -> dict:
 
 def _class_ids(data, class_names: list[str]) -> list[int]:
     """The labels of ``class_names``, read from the folders of the saved test image paths."""
+    from pml_shrewd.data.base import class_ids_of
+
     if "test_names" not in data.files:
         raise ValueError("--holdout-classes needs codes saved with image paths (test_names)")
-    label_of: dict[str, int] = {}
-    for name, label in zip(data["test_names"], data["test_labels"].astype(int), strict=True):
-        label_of.setdefault(Path(str(name)).parent.name, label)
-    unknown = sorted(set(class_names) - set(label_of))
-    if unknown:
-        raise ValueError(f"--holdout-classes: no test image of the classes {unknown}")
-    return [label_of[c] for c in class_names]
+    labels = data["test_labels"].astype(int)
+    classes = [""] * (int(labels.max()) + 1)  # a label no test image has keeps no name
+    for name, label in zip(data["test_names"], labels, strict=True):
+        classes[label] = Path(str(name)).parent.name
+    return class_ids_of(class_names, classes, "--holdout-classes")
 
 
 def training_hierarchy(dataset: str, barz_file: str | None):
@@ -110,10 +110,10 @@ def main(argv=None) -> dict:
 
         holdout = read_class_names(args.holdout_classes)
     rows = {}
-    for variant in saved["results"]:
-        codes_file = codes_dir / f"{variant_slug(variant)}.npz"
-        if codes_file.is_file():  # rows without codes (the continuous features) have nothing to split
-            rows[variant] = topk_composition(codes_file, similarity, args.k, holdout)
+    for variant in rows_with_codes(saved["results"]):
+        rows[variant] = topk_composition(
+            codes_dir / f"{variant_slug(variant)}.npz", similarity, args.k, holdout
+        )
     report = dict(hierarchy=name, k=args.k, holdout_classes=args.holdout_classes, results=rows)
     (results_dir / "topk_composition.json").write_text(json.dumps(report, indent=2))
     print(f"| variant | top-{args.k}: same class | similarity of the other classes [{name}] | top-1 |")

@@ -34,7 +34,7 @@ def test_topk_composition_matches_a_brute_force_loop(tmp_path, bits, k):
     (tmp_path / "codes").mkdir()
     np.savez(tmp_path / "codes" / f"{topk_composition.variant_slug('A + B')}.npz", test_codes=pack_codes(q), train_codes=pack_codes(db),
              test_labels=yq.astype(np.int16), train_labels=ydb.astype(np.int16), bits=bits)  # fmt: skip
-    (tmp_path / "results.json").write_text(json.dumps({"results": {"A + B": {}}}))
+    (tmp_path / "results.json").write_text(json.dumps({"results": {"A + B": {"bits": bits}}}))
     report = topk_composition.main([str(tmp_path), "--dataset", "cifar10", "--k", str(k)])
     sim = 1.0 - HierarchyDistance.cifar10().matrix().numpy()
     same, other, top1 = _reference(q, db, yq, ydb, sim, k)
@@ -57,7 +57,7 @@ def test_topk_composition_clips_k_to_the_database(tmp_path):
     (tmp_path / "codes").mkdir()
     np.savez(tmp_path / "codes" / f"{topk_composition.variant_slug('A')}.npz", test_codes=pack_codes(q),
              train_codes=pack_codes(db), test_labels=yq, train_labels=ydb, bits=8)  # fmt: skip
-    (tmp_path / "results.json").write_text(json.dumps({"results": {"A": {}}}))
+    (tmp_path / "results.json").write_text(json.dumps({"results": {"A": {"bits": 8}}}))
     row = topk_composition.main([str(tmp_path), "--dataset", "cifar10", "--k", "50"])["results"]["A"]
     sim = 1.0 - HierarchyDistance.cifar10().matrix().numpy()
     same, other, top1 = _reference(q, db, yq, ydb, sim, 9)
@@ -76,14 +76,16 @@ def test_topk_composition_splits_unseen_and_seen_queries_by_class_folder(tmp_pat
     (tmp_path / "codes").mkdir()
     np.savez(tmp_path / "codes" / f"{topk_composition.variant_slug('A')}.npz", test_codes=pack_codes(q),
              train_codes=pack_codes(db), test_labels=yq, train_labels=ydb, test_names=names, bits=8)  # fmt: skip
-    (tmp_path / "results.json").write_text(json.dumps({"results": {"A": {}, "features": {}}}))
+    (tmp_path / "results.json").write_text(
+        json.dumps({"results": {"A": {"bits": 8}, "features": {"bits": None}}})
+    )
     held = [classes[int(yq[0])], classes[int(yq[1])]]
     (tmp_path / "held.txt").write_text("# two classes\n" + "\n".join(held) + "\n")
     report = topk_composition.main(
         [str(tmp_path), "--dataset", "cifar10", "--k", "7", "--holdout-classes", str(tmp_path / "held.txt")]
     )
     row = report["results"]["A"]
-    assert "features" not in report["results"]  # a row without codes is passed over
+    assert "features" not in report["results"]  # a row without codes (bits None) is passed over
     sim = 1.0 - HierarchyDistance.cifar10().matrix().numpy()
     unseen = np.isin(yq, [classes.index(c) for c in held])
     for part, mask in (("unseen", unseen), ("seen", ~unseen)):
@@ -91,6 +93,11 @@ def test_topk_composition_splits_unseen_and_seen_queries_by_class_folder(tmp_pat
         assert row[part]["queries"] == int(mask.sum())
         assert row[part]["same_class"] == pytest.approx(same) and row[part]["top1"] == pytest.approx(top1)
         assert row[part]["other_class_similarity"] == pytest.approx(other)
+    # A row with bits whose codes file is absent is an error, not a row left out.
+    (tmp_path / "results.json").write_text(json.dumps({"results": {"A": {"bits": 8}, "B": {"bits": 8}}}))
+    with pytest.raises(FileNotFoundError):
+        topk_composition.main([str(tmp_path), "--dataset", "cifar10"])
+    (tmp_path / "results.json").write_text(json.dumps({"results": {"A": {"bits": 8}}}))
     (tmp_path / "held.txt").write_text("unicorn\n")
     with pytest.raises(ValueError, match="unicorn"):
         topk_composition.main(

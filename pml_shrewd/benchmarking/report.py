@@ -16,6 +16,12 @@ def variant_slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
+def rows_with_codes(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The rows of a benchmark's ``results`` whose codes were saved (``codes/<slug>.npz``): those
+    with ``bits``; a row without (e.g. features ranked by cosine) has no codes file."""
+    return [name for name, r in results.items() if r.get("bits")]
+
+
 def save_codes(
     path: str | Path,
     codes: Mapping[str, np.ndarray],
