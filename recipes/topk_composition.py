@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pml_shrewd.benchmarking.report import rows_with_codes, variant_slug
+from pml_shrewd.benchmarking.report import rows_with_codes, saved_class_ids, variant_slug
 from pml_shrewd.retrieval import HashIndex
 
 
@@ -47,7 +47,7 @@ def topk_composition(
     sims = similarity[queries, neighbours]
     row = dict(bits=bits, k=k, **_composition(same, sims, np.ones(len(same), dtype=bool)))
     if holdout_classes is not None:
-        unseen = np.isin(queries[:, 0], _class_ids(data, holdout_classes))
+        unseen = np.isin(queries[:, 0], saved_class_ids(data, holdout_classes, "--holdout-classes"))
         row["unseen"] = dict(queries=int(unseen.sum()), **_composition(same, sims, unseen))
         row["seen"] = dict(queries=int((~unseen).sum()), **_composition(same, sims, ~unseen))
     return row
@@ -63,19 +63,6 @@ def _composition(same: np.ndarray, sims: np.ndarray, rows: np.ndarray) -> dict:
         other_class_similarity=float(other_sim.mean()) if has_other.any() else float("nan"),
         top1=float(same[:, 0].mean()),
     )
-
-
-def _class_ids(data, class_names: list[str]) -> list[int]:
-    """The labels of ``class_names``, read from the folders of the saved test image paths."""
-    from pml_shrewd.data.base import class_ids_of
-
-    if "test_names" not in data.files:
-        raise ValueError("--holdout-classes needs codes saved with image paths (test_names)")
-    labels = data["test_labels"].astype(int)
-    classes = [""] * (int(labels.max()) + 1)  # a label no test image has keeps no name
-    for name, label in zip(data["test_names"], labels, strict=True):
-        classes[label] = Path(str(name)).parent.name
-    return class_ids_of(class_names, classes, "--holdout-classes")
 
 
 def training_hierarchy(dataset: str, barz_file: str | None):

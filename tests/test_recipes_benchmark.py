@@ -132,7 +132,7 @@ def test_benchmark_runs_end_to_end_and_its_codes_recompute(tmp_path, data, cache
     )
     assert list(merged["results"]) == list(saved["results"])
     assert json.loads(target.read_text())["results"] == anchors["results"]
-    with pytest.raises(SystemExit, match="another hierarchy or k"):
+    with pytest.raises(SystemExit, match="another hierarchy, k"):
         load_recipe("anchor_protocols").main([str(out), "--cifar", "cifar10", "--k", "4", "--only", first, "--out", str(target), "--merge"])  # fmt: skip
 
 

@@ -22,6 +22,20 @@ def rows_with_codes(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return [name for name, r in results.items() if r.get("bits")]
 
 
+def saved_class_ids(codes: Mapping[str, np.ndarray], class_names: Sequence[str], source: str) -> list[int]:
+    """The labels of ``class_names`` in a saved codes file, read from the class folders of its
+    test image paths (``test_names``); a ``ValueError`` naming ``source`` for an unknown class."""
+    from ..data.base import class_ids_of
+
+    if "test_names" not in codes:
+        raise ValueError(f"{source} needs codes saved with image paths (test_names)")
+    labels = np.asarray(codes["test_labels"]).astype(int)
+    classes = [""] * (int(labels.max()) + 1)  # a label no test image has keeps no name
+    for name, label in zip(codes["test_names"], labels, strict=True):
+        classes[label] = Path(str(name)).parent.name
+    return class_ids_of(class_names, classes, source)
+
+
 def save_codes(
     path: str | Path,
     codes: Mapping[str, np.ndarray],
