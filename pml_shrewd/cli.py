@@ -50,6 +50,7 @@ FIELD_HELP = {
     "pretrained_file": "local backbone weights (.pth/.safetensors) instead of the hub; works offline",
     "small_images": "32x32 inputs (CIFAR): 3x3 stride-1 stem for timm ResNets, else upsampling",
     "image_size": "input size (square side) of the transforms",
+    "crop_pct": "eval transform's centre-crop fraction (default: the timm model's; 1.0: the whole image)",
     "hidden_dim": "hidden width of an MLP hash head (default: a linear head)",
     "batch_norm": "BatchNorm on the hash layer's pre-activations (keeps bits centred on 0.5)",
     "freeze_backbone": "train the hash head only, on fixed (e.g. pretrained) features",

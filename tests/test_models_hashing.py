@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import timm
 import torch
 from torch import nn
 
@@ -107,6 +108,28 @@ def test_hashing_model_classifier_and_transforms():
     assert model.transform(train=True)(img).shape == (3, 16, 16)
     assert model.transform(train=False)(img).shape == (3, 16, 16)
     assert HashingModel("test_resnet", num_bits=8).classifier is None
+
+
+def test_crop_pct_sets_the_eval_crop_and_survives_save_and_load(tmp_path):
+    from PIL import Image
+
+    # A 40x40 image with a 4-pixel white border: crop_pct 0.5 resizes to 80 and keeps the
+    # centre 40 (no border left), 1.0 keeps the whole image (white at the edge).
+    img = Image.new("RGB", (40, 40), (255, 255, 255))
+    img.paste((0, 0, 0), (4, 4, 36, 36))
+    timm_default = HashingModel("test_efficientnet", num_bits=8, image_size=40).data_config["crop_pct"]
+    assert timm_default == timm.create_model("test_efficientnet").pretrained_cfg["crop_pct"]
+    half = HashingModel("test_efficientnet", num_bits=8, image_size=40, crop_pct=0.5)
+    whole = HashingModel("test_efficientnet", num_bits=8, image_size=40, crop_pct=1.0)
+    assert half.data_config["crop_pct"] == 0.5 and whole.data_config["crop_pct"] == 1.0
+    edge_half = half.transform(train=False)(img)[:, 0, 20]
+    edge_whole = whole.transform(train=False)(img)[:, 0, 20]
+    assert edge_whole.min() > 2.0 and edge_half.max() < -1.5  # white vs black, normalised
+    whole.save_pretrained(tmp_path / "m")
+    assert HashingModel.from_pretrained(tmp_path / "m").data_config["crop_pct"] == 1.0
+    for bad in (0, 1.5, "all"):
+        with pytest.raises(ValueError, match="crop_pct"):
+            HashingModel("test_resnet", num_bits=8, crop_pct=bad)
 
 
 def test_small_images_on_other_family_warns_and_upsamples():

@@ -213,6 +213,11 @@ def test_head_settings_do_not_change_the_feature_cache_key(data):
     assert feature_cache_key(same, test) == key  # the head's settings: the same features
     assert feature_cache_key(HashingModel("test_resnet", num_bits=8, image_size=48), test) != key
     assert feature_cache_key(HashingModel("test_resnet", num_bits=8, image_size=32), test, "w.pth") != key
+    # Another eval crop gives other features; timm's own crop keeps the keys caches were made with.
+    assert (
+        feature_cache_key(HashingModel("test_resnet", num_bits=8, image_size=32, crop_pct=1.0), test) != key
+    )
+    assert "crop_pct" not in HashingModel("test_resnet", num_bits=8, image_size=32).config
 
 
 def test_the_table_leaves_cells_empty_for_rows_without_codes():

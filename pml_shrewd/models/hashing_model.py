@@ -212,6 +212,8 @@ class HashingModel(nn.Module):
         hidden_dim: optional hidden width of an MLP hash head.
         batch_norm: BatchNorm on the hash layer's pre-activations (see :class:`HashHead`).
         image_size: override the transforms' input size (square side).
+        crop_pct: override the eval transform's centre-crop fraction (timm's ``crop_pct``: resize
+            to ``image_size / crop_pct``, then crop the centre ``image_size``; 1.0 keeps the whole image).
         standardize_features: the head standardises its input features with stored
             statistics (:meth:`HashHead.set_feature_statistics`; heads trained on cached features).
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_rate``).
@@ -235,6 +237,7 @@ class HashingModel(nn.Module):
         batch_norm: bool = False,
         image_size: int | None = None,
         standardize_features: bool = False,
+        crop_pct: float | None = None,
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -242,6 +245,8 @@ class HashingModel(nn.Module):
             raise ValueError(f"HashingModel: unknown timm backbone {backbone!r} (see timm.list_models())")
         if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
             raise ValueError(f"HashingModel: image_size must be a positive int, got {image_size!r}")
+        if crop_pct is not None and not (isinstance(crop_pct, int | float) and 0 < crop_pct <= 1):
+            raise ValueError(f"HashingModel: crop_pct must be a number in (0, 1], got {crop_pct!r}")
         create_kwargs = dict(timm_kwargs)
         if pretrained_file is not None:
             pretrained_file = os.fspath(pretrained_file)
@@ -274,6 +279,8 @@ class HashingModel(nn.Module):
                 )
         if image_size is not None:
             data_config.update(input_size=(3, image_size, image_size))
+        if crop_pct is not None:
+            data_config.update(crop_pct=float(crop_pct))
         self.data_config: dict[str, Any] = data_config
         self.small_images = bool(small_images)
         self.stem_adapted = adapted
@@ -302,6 +309,9 @@ class HashingModel(nn.Module):
             batch_norm=bool(batch_norm),
             image_size=image_size,
             standardize_features=bool(standardize_features),
+            # Only when set: the config is part of the feature-cache key, which must not change
+            # for models that keep timm's crop.
+            **({"crop_pct": float(crop_pct)} if crop_pct is not None else {}),
             **{k: v for k, v in timm_kwargs.items() if k != "pretrained_cfg_overlay"},
         )
 

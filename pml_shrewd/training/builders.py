@@ -31,6 +31,8 @@ def build_model(config: TrainConfig) -> HashingModel:
     kwargs: dict[str, Any] = {}
     if config.drop_rate:
         kwargs["drop_rate"] = config.drop_rate  # timm's dropout on the pooled features = the head's input
+    if config.crop_pct is not None:
+        kwargs["crop_pct"] = config.crop_pct
     return HashingModel(
         config.backbone,
         num_bits=config.num_bits,

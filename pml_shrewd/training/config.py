@@ -95,6 +95,7 @@ class TrainConfig:
     pretrained_file: str | None = None
     small_images: bool = False
     image_size: int | None = None
+    crop_pct: float | None = None
     hidden_dim: int | None = None
     batch_norm: bool = False
     freeze_backbone: bool = False  # train the hash head only, on fixed (e.g. pretrained) features
