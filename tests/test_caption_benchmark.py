@@ -151,6 +151,9 @@ def test_caption_claims_follow_the_figures():
     rows["triplet, own best"] = row("triplet", 0.845, 0.45, reference=True)
     detail = check_caption_claims(rows)["SHREWD >= best PML baseline + 0.02 (sentence)"]
     assert not detail["holds"] and "triplet, own best 0.8450" in detail["detail"]
+    # A tuning grid (two triplet rows on the shared budget) has no claims.
+    rows["triplet, margin 0.1"] = row("triplet", 0.84, 0.48)
+    assert check_caption_claims(rows) == {}
 
 
 def test_benchmark_captions_end_to_end(tmp_path, cache):

@@ -77,6 +77,12 @@ def test_claims_follow_the_figures():
     checks = check_claims(rows)
     assert checks["SHREWD binary mAHP@k >= best baseline + 0.03"]["holds"]
     assert not any(claim.startswith("SHRED ") for claim in checks)
+    # A tuning grid (two SHREWD rows on the shared budget) has no claims: which row would stand
+    # for SHREWD is the tuning's question; another setting marked as a sweep is not a grid.
+    grid = {**rows, "SHREWD, lr x 0.1": _row("shrewd", 0.50, 0.52)}
+    assert check_claims(grid) == {}
+    grid["SHREWD, lr x 0.1"]["sweep"] = True
+    assert check_claims(grid) == checks
     # Exactly the margin holds ("at least"); exactly equal is not "above".
     edge = {SHREWD: _row("shrewd", 0.71, 0.72), "L_cls": _row("cls", 0.71, 0.72)}
     edge["PML ContrastiveLoss"] = _row("contrastive", 0.68, 0.69)

@@ -19,9 +19,12 @@ def check_claims(rows: Mapping[str, Mapping[str, Any]], margin: float = 0.03) ->
     code lengths: never compared). Our rows are the plain ``shrewd`` / ``shred`` rows; every
     other non-sweep row that is not L_sim is a baseline, and the margin is taken over the best
     of them. "The best PML baseline" is the best PML row, reference rows included: a PML loss
-    at its own best setting is the one a user would pick instead. "a > b" claims are strict; a margin is "at least" (to 1e-9: 0.71 - 0.68 is 0.0299...).
+    at its own best setting is the one a user would pick instead. A tuning grid (several rows of
+    one trained variant on the shared budget: :func:`is_tuning_grid`) has no claims. "a > b" claims are strict; a margin is "at least" (to 1e-9: 0.71 - 0.68 is 0.0299...).
     """
 
+    if is_tuning_grid(rows):
+        return {}
     plain = plain_rows(rows).get
 
     def mahp(name: str | None) -> float | None:
@@ -85,6 +88,21 @@ def plain_rows(rows: Mapping[str, Mapping[str, Any]]) -> dict[str | None, str]:
     return plain
 
 
+def is_tuning_grid(rows: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether a trained variant has several rows on the shared budget (a tuning grid, e.g. one
+    row per learning rate): the claims compare one row per method, so a grid has none (which of
+    its rows would stand for the method is the tuning's question, not the claims')."""
+    seen: set[str] = set()
+    for row in rows.values():
+        variant = row.get("variant")
+        if variant is None or row.get("reference") or row.get("sweep"):
+            continue
+        if variant in seen:
+            return True
+        seen.add(variant)
+    return False
+
+
 def is_pml_row(row: Mapping[str, Any]) -> bool:
     """Whether a row is one of PML's own losses."""
     variant = row.get("variant")
@@ -106,6 +124,8 @@ def check_caption_claims(
 
     Rows are found by ``"variant"`` / ``"method"`` (``itq``, ``text_oracle``) as in :func:`check_claims`.
     """
+    if is_tuning_grid(rows):
+        return {}
     plain = plain_rows(rows)
     by_method = {r.get("method"): n for n, r in rows.items() if not r.get("sweep")}
     shrewd, l_sim = plain.get("shrewd"), plain.get("sim")
