@@ -83,6 +83,9 @@ def test_claims_follow_the_figures():
     assert check_claims(grid) == {}
     grid["SHREWD, lr x 0.1"]["sweep"] = True
     assert check_claims(grid) == checks
+    # Claims name our rows by their variant, whatever the row is called ("SHRED, 6,000 steps").
+    renamed = {("SHREWD, 6,000 steps" if k == SHREWD else k): v for k, v in rows.items()}
+    assert check_claims(renamed) == checks
     # Exactly the margin holds ("at least"); exactly equal is not "above".
     edge = {SHREWD: _row("shrewd", 0.71, 0.72), "L_cls": _row("cls", 0.71, 0.72)}
     edge["PML ContrastiveLoss"] = _row("contrastive", 0.68, 0.69)

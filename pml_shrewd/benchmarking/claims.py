@@ -53,7 +53,7 @@ def check_claims(rows: Mapping[str, Mapping[str, Any]], margin: float = 0.03) ->
         ours = plain(variant)
         if ours is None:
             continue
-        short = ours.split(" ")[0]
+        short = VARIANTS[variant].name.split(" ")[0]  # "SHRED", whatever the row is called
         claim(f"{short} binary {key} > L_cls only", short, l_cls, mahp(ours), mahp(l_cls))
         claim(f"{short} binary {key} > best PML baseline", short, best_pml, mahp(ours), mahp(best_pml))
         claim(
