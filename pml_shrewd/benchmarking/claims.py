@@ -20,7 +20,8 @@ def check_claims(rows: Mapping[str, Mapping[str, Any]], margin: float = 0.03) ->
     other non-sweep row that is not L_sim is a baseline, and the margin is taken over the best
     of them. "The best PML baseline" is the best PML row, reference rows included: a PML loss
     at its own best setting is the one a user would pick instead. A tuning grid (several rows of
-    one trained variant on the shared budget: :func:`is_tuning_grid`) has no claims. "a > b" claims are strict; a margin is "at least" (to 1e-9: 0.71 - 0.68 is 0.0299...).
+    one trained variant on the shared budget: :func:`is_tuning_grid`) has no claims. "a > b"
+    claims are strict; a margin is "at least" (to 1e-9: 0.71 - 0.68 is 0.0299...).
     """
 
     if is_tuning_grid(rows):
@@ -82,25 +83,22 @@ def plain_rows(rows: Mapping[str, Mapping[str, Any]]) -> dict[str | None, str]:
     """``{variant: row name}`` of the rows on the shared budget (neither a reference baseline at its
     own setting nor a sweep row); the first such row of each variant."""
     plain: dict[str | None, str] = {}
-    for name, row in rows.items():
-        if not row.get("reference") and not row.get("sweep"):
-            plain.setdefault(row.get("variant"), name)
+    for name, row in _shared_budget(rows):
+        plain.setdefault(row.get("variant"), name)
     return plain
+
+
+def _shared_budget(rows: Mapping[str, Mapping[str, Any]]):
+    """``(name, row)`` of the rows on the shared budget: neither a reference nor a sweep row."""
+    return ((n, r) for n, r in rows.items() if not r.get("reference") and not r.get("sweep"))
 
 
 def is_tuning_grid(rows: Mapping[str, Mapping[str, Any]]) -> bool:
     """Whether a trained variant has several rows on the shared budget (a tuning grid, e.g. one
     row per learning rate): the claims compare one row per method, so a grid has none (which of
     its rows would stand for the method is the tuning's question, not the claims')."""
-    seen: set[str] = set()
-    for row in rows.values():
-        variant = row.get("variant")
-        if variant is None or row.get("reference") or row.get("sweep"):
-            continue
-        if variant in seen:
-            return True
-        seen.add(variant)
-    return False
+    trained = [r["variant"] for _, r in _shared_budget(rows) if r.get("variant") is not None]
+    return len(trained) != len(set(trained))
 
 
 def is_pml_row(row: Mapping[str, Any]) -> bool:
