@@ -129,7 +129,8 @@ def test_fine_tuning_trains_the_tail_only_and_deploys_as_one_model(data, tmp_pat
     assert isinstance(train, FeatureSamples) and train.features.dtype == torch.float16
     assert train.features.shape[1:] == (32, 4, 4) and len(train) == 60 and len(run["test_set"]) == 20
     cached = sorted(os.listdir(tmp_path / "cache" / "features"))
-    assert len(cached) == 2 and all(n.startswith("activations-") for n in cached)
+    # The maps, and the pooled features the same trunk pass gives (for frozen-feature rows).
+    assert [n.split("-")[0] for n in cached] == ["activations"] * 2 + ["features"] * 2
     # The head starts from the untrained tail's feature statistics.
     pooled, _, _ = encode_dataset(model.tail, train, progress=False)
     torch.testing.assert_close(full.head.feature_mean, pooled.mean(0))
@@ -176,3 +177,23 @@ def test_frozen_configs_keep_their_feature_cache_key(data, tmp_path, monkeypatch
     assert run["train_set"].features.dtype == torch.float32 and run["train_set"].features.dim() == 2
     stored = np.load(Path(tmp_path / "cache" / "features" / names[0]))["features"]
     assert stored.dtype == np.float32
+
+
+def test_an_activation_pass_leaves_the_frozen_features_a_pooled_pass_gives(data, tmp_path, monkeypatch):
+    # A benchmark with fine-tuned rows and a hash of the frozen features runs the trunk once: the
+    # pooled cache the activation pass writes is what a frozen run extracts itself.
+    monkeypatch.setenv("PML_SHREWD_CACHE", str(tmp_path / "both"))
+    build_run(_config(data, tmp_path / "tail"))
+    written = sorted(os.listdir(tmp_path / "both" / "features"))
+    from_maps = build_run(_config(data, tmp_path / "frozen", train_stages=0, variant="shrewd"))
+    assert sorted(os.listdir(tmp_path / "both" / "features")) == written  # a cache hit, nothing new
+    monkeypatch.setenv("PML_SHREWD_CACHE", str(tmp_path / "alone"))
+    direct = build_run(_config(data, tmp_path / "frozen2", train_stages=0, variant="shrewd"))
+    assert sorted(os.listdir(tmp_path / "alone" / "features")) == [
+        n for n in written if n.startswith("features-")
+    ]
+    for part in ("train_set", "test_set"):
+        a, b = from_maps[part], direct[part]
+        assert a.names == b.names and torch.equal(torch.as_tensor(a.targets), torch.as_tensor(b.targets))
+        assert a.features.dtype == torch.float32
+        torch.testing.assert_close(a.features, b.features, rtol=0, atol=0)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..data import FeatureSamples
-from ..models.stages import BackboneTrunk
+from ..models.stages import BackboneTail, BackboneTrunk
 from .inference import encode_dataset
 
 
@@ -78,6 +78,11 @@ def cached_features(
     where the key changes with the backbone, its weights (``weights_file``), the transform and
     the image list.
     Unreadable images are left out (their names are in the file's ``skipped``).
+
+    An activation pass also writes the pooled features' cache where it is missing: the tail
+    (:class:`~pml_shrewd.models.BackboneTail`) in eval mode on the float32 maps is the frozen
+    backbone's own forward, so a benchmark that needs both (fine-tuned rows and a classical
+    hash of the frozen features) runs the trunk over the images once.
     """
     prefix = "activations" if train_stages else "features"
     key = feature_cache_key(model, dataset, weights_file, train_stages)
@@ -92,23 +97,35 @@ def cached_features(
         device="cpu" if not torch.cuda.is_available() else None,
         num_workers=num_workers,
     )
+    if train_stages:
+        pooled = Path(cache_dir) / f"features-{feature_cache_key(model, dataset, weights_file)}.npz"
+        if not pooled.is_file():
+            tail = _ChannelsLast(BackboneTail(model.backbone, train_stages)).eval()
+            with torch.no_grad():  # the same batches and channels-last kernels as a pooled pass
+                _write_cache(
+                    pooled, torch.cat([tail(b) for b in features.split(batch_size)]), labels, dataset, kept
+                )
     # Back to the default layout: a tail trained next must compute as it does on a cache hit
     # (channels-last weights pick other kernels, and the runs would differ in the last bits).
     model.backbone.to(memory_format=torch.contiguous_format)
-    names = [dataset.sample_name(i) for i in kept]
+    _write_cache(cache, features.half() if train_stages else features, labels, dataset, kept)
+    return _read_cache(cache)  # what a later run reads (float16 maps), not the float32 pass
+
+
+def _write_cache(cache: Path, features: torch.Tensor, labels: torch.Tensor, dataset, kept: list[int]) -> None:
+    """One cache file, written to a temporary name and then renamed (never half a file)."""
     skipped = sorted(set(range(len(dataset))) - set(kept))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(
         tmp,
-        features=features.contiguous().numpy().astype(np.float16 if train_stages else np.float32),
+        features=features.contiguous().numpy(),
         labels=labels.numpy().astype(np.int64),
         classes=np.array(dataset.classes),
-        names=np.array(names),
+        names=np.array([dataset.sample_name(i) for i in kept]),
         skipped=np.array([dataset.sample_name(i) for i in skipped]),
     )
     os.replace(tmp, cache)
-    return _read_cache(cache)  # what a later run reads (float16 maps), not the float32 pass
 
 
 def _read_cache(cache: Path) -> FeatureSamples:
