@@ -209,6 +209,18 @@ def test_folder_with_wnids_and_its_hierarchy(tmp_path):
     assert d[0, 1] < d[0, 2]  # dog (n02084071) is closer to cat (n02121808) than to a ship
 
 
+def test_folder_one_level_above_its_split_gets_a_clear_error(tmp_path):
+    # e.g. a tarball unpacked into cifar100/cifar100/{train,test}: the split's folders must not
+    # silently become the classes of one 80/20 split.
+    write_folder(tmp_path / "outer" / "cifar100", per_class=(2, 1))
+    inner = os.path.join(str(tmp_path / "outer"), "cifar100")
+    with pytest.raises(ValueError, match="pass that folder") as err:
+        build_datasets("folder", tmp_path / "outer")
+    assert repr(inner) in str(err.value)
+    train, _ = build_datasets("folder", inner)  # the folder it names is the data set
+    assert train.base.classes == sorted(WNIDS)
+
+
 def test_captions_skip_and_count(tmp_path):
     for fmt in ("csv", "jsonl"):
         path = write_captions(tmp_path / fmt, fmt)

@@ -136,6 +136,12 @@ def build_datasets(
                 )
             train, test = SampleView(tr, range(len(tr))), SampleView(te, range(len(te)))
         else:
+            nested = [e.path for e in os.scandir(path) if e.is_dir() and folder_splits(e.path)]
+            if nested:  # one level too high: the split's folders would become one class
+                raise ValueError(
+                    f"folder data set {path!r} has no train/ and test/ (or val/) of its own, but "
+                    f"{nested[0]!r} has: pass that folder as the data path"
+                )
             base = FolderImages(path)
             tr_idx, te_idx = split_indices(len(base), test_fraction, seed)
             train, test = SampleView(base, tr_idx), SampleView(base, te_idx)
