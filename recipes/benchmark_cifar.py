@@ -31,65 +31,50 @@ hundreds of epochs, which the paper's absolute figures come from.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 from pml_shrewd.benchmarking import check_claims, load_rows, run_rows
 from pml_shrewd.benchmarking.claims import is_pml_row, plain_rows
+from pml_shrewd.benchmarking.command import (
+    benchmark_parser,
+    config_overrides,
+    prepare_run,
+    run_description,
+    select_rows,
+)
 from pml_shrewd.benchmarking.report import markdown_table, update_benchmarks_md, write_report
-from pml_shrewd.cli import add_config_flags
+from pml_shrewd.benchmarking.rows import row_config
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from pml_shrewd.training import TrainConfig
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = benchmark_parser(__doc__, None)
     p.add_argument("--data-dir", required=True, help="ImageFolder root with train/ and test/")
     p.add_argument(
         "--cifar", choices=["cifar10", "cifar100"], required=True, help="which CIFAR (rows, hierarchies)"
     )
-    p.add_argument("--rows", default=None, help="row manifest (default: configs/<dataset>-frozen/rows.json)")
-    p.add_argument("--only", nargs="*", default=None, help="run only these row names")
-    p.add_argument("--out", required=True, help="results folder (JSON, table, PNG, codes/*.npz)")
-    p.add_argument("--runs-dir", default="runs/benchmark", help="where each row's trainer writes its run")
     p.add_argument("--validate", action="store_true", help="tune on a validation split of train")
     p.add_argument("--probe-samples", type=int, default=10000, help="training rows of the linear probe")
-    p.add_argument("--workers", type=int, default=1, help="rows trained in parallel processes")
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch threads per row (default: 1 per worker, else all)"
-    )
-    p.add_argument("--benchmarks-md", default=None, help="update this dataset's section of BENCHMARKS.md")
-    add_config_flags(p)
     args = p.parse_args(argv)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    overrides.update(data_path=args.data_dir, dataset="folder")
+    overrides = {**config_overrides(args), "data_path": args.data_dir, "dataset": "folder"}
     if args.validate:
         overrides["validation_fraction"] = 0.1
     holdout = bool(overrides.get("holdout_classes"))
     if holdout and args.cifar == "cifar100":  # where the unseen classes' images land: their superclass
         overrides.setdefault("class_groups", str(CONFIGS / "cifar100-frozen" / "superclasses.txt"))
-    rows = load_rows(args.rows or CONFIGS / f"{args.cifar}-frozen" / "rows.json")
-    if args.only:
-        unknown = sorted(set(args.only) - {r.name for r in rows})
-        if unknown:
-            raise SystemExit(f"--only: no rows named {unknown}")
-        rows = [r for r in rows if r.name in args.only]
+    args.rows = args.rows or str(CONFIGS / f"{args.cifar}-frozen" / "rows.json")
+    rows = select_rows(load_rows(args.rows), args.only)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
-    first = TrainConfig.load(rows[0].config, **{**rows[0].overrides, **overrides})
+    first = row_config(rows[0], overrides)
     hierarchies = hierarchy_names(args.cifar, first)
     extra = extra_hierarchies(args.cifar, first)
-    prepare_features(first)  # once, before the workers (they would compute it side by side)
+    prepare_run(first)  # the backbone features, once, before the workers would compute them side by side
     features_seconds = time.time() - started
 
     results = run_rows(
@@ -112,15 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
         split="validation (10% of train as queries)" if args.validate else "test queries vs train database",
         hierarchies=hierarchies,
         k=k,
-        rows=os.path.relpath(args.rows or CONFIGS / f"{args.cifar}-frozen" / "rows.json"),
+        rows=os.path.relpath(args.rows),
         overrides={k_: v for k_, v in overrides.items() if k_ != "data_path"},
-        command=" ".join(["python recipes/benchmark_cifar.py", *(sys.argv[1:] if argv is None else argv)]),
-        machine=f"{platform.machine()}, {os.cpu_count()} cores, "
-        + (
-            f"{args.workers} worker processes x {args.threads or 1} thread(s)"
-            if args.workers > 1
-            else "1 process"
-        ),
+        **run_description("recipes/benchmark_cifar.py", argv, args.workers, args.threads),
         wall_seconds=time.time() - started,
         features_seconds=features_seconds,
         results={n: {m: v for m, v in r.items() if not m.startswith("hp_curve")} for n, r in results.items()},
@@ -167,14 +146,6 @@ def extra_hierarchies(dataset: str, config) -> dict:
     if dataset == "cifar100" and config.hierarchy_file:
         return {"WordNet (pml_shrewd)": HierarchyDistance.cifar100()}
     return {}
-
-
-def prepare_features(config) -> None:
-    """Compute (or find) the cached backbone features of the run's data."""
-    from pml_shrewd.training.builders import build_data, build_feature_data, build_model
-
-    model = build_model(config)
-    build_feature_data(config, model, *build_data(config, model))
 
 
 def unseen_figures(results: dict) -> dict:

@@ -14,14 +14,14 @@ from typing import Any
 from .rows import Row
 
 
-def benchmark_parser(description: str | None, default_rows: str) -> argparse.ArgumentParser:
-    """The flags of a benchmark command (rows, outputs, workers) plus every TrainConfig flag."""
+def benchmark_parser(description: str | None, default_rows: str | None) -> argparse.ArgumentParser:
+    """The flags of a benchmark command (rows, outputs, workers) plus every TrainConfig flag;
+    ``default_rows=None``: the command picks the manifest (e.g. by data set)."""
     from ..cli import add_config_flags
 
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--rows", default=default_rows, help=f"row manifest (default: {os.path.relpath(default_rows)})"
-    )
+    shown = os.path.relpath(default_rows) if default_rows else "the data set's rows.json"
+    p.add_argument("--rows", default=default_rows, help=f"row manifest (default: {shown})")
     p.add_argument("--only", nargs="*", default=None, help="run only these row names")
     p.add_argument("--out", required=True, help="results folder (JSON, table, PNG, codes/*.npz)")
     p.add_argument("--runs-dir", default="runs/benchmark", help="where each row's trainer writes its run")
