@@ -467,16 +467,13 @@ def cmd_train_text(args: argparse.Namespace) -> str:
 
 def caption_anchors(texts: list[str], meta: dict[str, Any], info: dict[str, Any]) -> list[str]:
     """Image path of the indexed item whose caption is nearest to each text (cosine)."""
-    from sentence_transformers import SentenceTransformer
-
-    from .semantic_distances import default_sentence_model
+    from .semantic_distances import default_sentence_model, encode_sentences
 
     if not meta.get("captioned"):
         raise ValueError("search: --caption needs an index built from a captioned collection (CSV/JSONL)")
     name = info.get("train", {}).get("sentence_model") or default_sentence_model()
-    encoder = SentenceTransformer(name)
-    indexed = encoder.encode(meta["label_names"], normalize_embeddings=True, convert_to_tensor=True)
-    asked = encoder.encode(list(texts), normalize_embeddings=True, convert_to_tensor=True)
+    indexed = encode_sentences(meta["label_names"], name, show_progress_bar=False)  # cached: the same index
+    asked = encode_sentences(list(texts), name, show_progress_bar=False, cache=False)  # one-off queries
     nearest = (asked @ indexed.T).argmax(dim=1).tolist()
     return [meta["paths"][i] for i in nearest]
 
