@@ -101,10 +101,12 @@ def cached_features(
         pooled = Path(cache_dir) / f"features-{feature_cache_key(model, dataset, weights_file)}.npz"
         if not pooled.is_file():
             tail = _ChannelsLast(BackboneTail(model.backbone, train_stages)).eval()
+            device = next(model.backbone.parameters()).device  # where encode_dataset left it
             with torch.no_grad():  # the same batches and channels-last kernels as a pooled pass
-                _write_cache(
-                    pooled, torch.cat([tail(b) for b in features.split(batch_size)]), labels, dataset, kept
+                pooled_features = torch.cat(
+                    [tail(b.to(device)).float().cpu() for b in features.split(batch_size)]
                 )
+            _write_cache(pooled, pooled_features, labels, dataset, kept)
     # Back to the default layout: a tail trained next must compute as it does on a cache hit
     # (channels-last weights pick other kernels, and the runs would differ in the last bits).
     model.backbone.to(memory_format=torch.contiguous_format)
