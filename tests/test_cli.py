@@ -234,13 +234,15 @@ def test_search_by_caption_needs_a_captioned_index(trained, tmp_path, capsys):
 def test_every_train_config_field_has_a_description():
     import dataclasses
 
-    from pml_shrewd.cli import field_help
     from pml_shrewd.training.config import TrainConfig
+    from pml_shrewd.training.flags import field_help
 
     descriptions = field_help(TrainConfig)
     assert set(descriptions) == {f.name for f in dataclasses.fields(TrainConfig)}
     missing = sorted(name for name, text in descriptions.items() if not text.strip())
-    assert not missing, f"add a line to pml_shrewd.cli.FIELD_HELP (or a comment in config.py) for {missing}"
+    assert not missing, (
+        f"add a line to pml_shrewd.training.flags.FIELD_HELP (or a comment in config.py) for {missing}"
+    )
     text = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
     assert "code length K (bits per hash code) (default 64)" in text
     assert "learning rate (default 0.001)" in text
@@ -249,7 +251,7 @@ def test_every_train_config_field_has_a_description():
 def test_field_help_falls_back_to_comments_then_nothing():
     import dataclasses
 
-    from pml_shrewd.cli import field_help
+    from pml_shrewd.training.flags import field_help
 
     @dataclasses.dataclass
     class Newer:

@@ -17,7 +17,7 @@ from .rows import Row
 def benchmark_parser(description: str | None, default_rows: str | None) -> argparse.ArgumentParser:
     """The flags of a benchmark command (rows, outputs, workers) plus every TrainConfig flag;
     ``default_rows=None``: the command picks the manifest (e.g. by data set)."""
-    from ..cli import add_config_flags
+    from ..training.flags import add_config_flags
 
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     shown = os.path.relpath(default_rows) if default_rows else "the data set's rows.json"
