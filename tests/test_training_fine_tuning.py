@@ -2,6 +2,7 @@
 the frozen trunk, through the one training path; the cut is timm's and loses nothing but float16
 rounding; the trained model deploys as a whole HashingModel."""
 
+import copy
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from test_data_layouts import write_folder
 
 from pml_shrewd.data import CIFAR10_CLASSES, FeatureSamples
-from pml_shrewd.models.stages import BackboneTail, BackboneTrunk, TailHashModel, num_stages
+from pml_shrewd.models.stages import BackboneTail, BackboneTrunk, PointwiseAsMatmul, TailHashModel, num_stages
 from pml_shrewd.training import TrainConfig, Trainer, build_run, load_trained_model
 from pml_shrewd.training.builders import build_data
 from pml_shrewd.training.inference import encode_dataset
@@ -102,6 +103,68 @@ def test_flip_mirrors_maps_in_training_only():
     assert torch.equal(seen[-1], maps)
 
 
+# ----------------------------------------------------------------------------- fast_tail: 1x1 convs as matmuls
+
+
+@pytest.mark.parametrize(
+    "shape, kw, replaced",
+    [
+        ((5, 7, 3, 3), {}, True),  # the pointwise convs of a tail
+        ((5, 7, 4, 6), {"bias": True}, True),
+        ((5, 7, 4, 4), {"stride": 2}, False),  # ResNet's strided 1x1 shortcut
+        ((6, 8, 4, 4), {"groups": 2}, False),
+        ((5, 7, 4, 4), {"padding": 1}, False),
+        ((5, 7, 4, 4), {"kernel_size": 3}, False),
+    ],
+)
+def test_pointwise_as_matmul_replaces_only_plain_1x1_convs(shape, kw, replaced):
+    torch.manual_seed(0)
+    n, c_in, h, w = shape
+    conv = torch.nn.Conv2d(c_in, 12, kw.pop("kernel_size", 1), bias=kw.pop("bias", False), **kw).double()
+    x = torch.randn(n, c_in, h, w, dtype=torch.float64)
+    reference = conv(x)
+    # The slow, obvious product: every pixel's channels times the weight matrix.
+    with PointwiseAsMatmul():
+        fast = conv(x.contiguous(memory_format=torch.channels_last))
+    if replaced:
+        slow = torch.einsum("nchw,oc->nohw", x, conv.weight[:, :, 0, 0])
+        if conv.bias is not None:
+            slow = slow + conv.bias[None, :, None, None]
+        torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+        assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, size, stages", [("tf_efficientnet_lite0", 96, 1), ("test_efficientnet", 32, 2),
+                                                ("test_resnet", 32, 2)])  # fmt: skip
+def test_fast_tail_trains_the_same_function_and_evaluates_bitwise_as_deployed(name, size, stages):
+    torch.manual_seed(0)
+    net = timm.create_model(name, num_classes=0).eval()
+    with torch.no_grad():
+        maps = BackboneTrunk(net, stages)(torch.randn(16, 3, size, size))
+    evaluated, trained, grads = [], [], []
+    for fast in (False, True):
+        torch.manual_seed(1)
+        # A copy each: a training pass moves BatchNorm's running statistics.
+        tail = BackboneTail(copy.deepcopy(net), stages)
+        model = TailHashModel(tail, torch.nn.Linear(net.num_features, 8), fast=fast)
+        with torch.no_grad():
+            evaluated.append(model.eval()(maps))
+        out = model.train()(maps)
+        out.square().sum().backward()
+        trained.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.equal(evaluated[1], evaluated[0])  # evaluation runs the modules as they are
+    assert not torch.equal(trained[1], trained[0])  # ... and training did take the other kernels
+    torch.testing.assert_close(trained[1], trained[0], rtol=1e-4, atol=1e-5)  # training: float rounding
+    assert (grads[1] - grads[0]).norm() <= 1e-4 * grads[0].norm()
+
+
+def test_fast_tail_needs_fine_tuning_mode():
+    with pytest.raises(ValueError, match="fast_tail needs train_stages"):
+        TrainConfig(fast_tail=True)
+
+
 # ----------------------------------------------------------------------------- through the training path
 
 
@@ -120,12 +183,15 @@ def _config(data, out, **kw):
     return TrainConfig(**{**base, **kw})
 
 
-def test_fine_tuning_trains_the_tail_only_and_deploys_as_one_model(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fast_tail", [False, True])
+def test_fine_tuning_trains_the_tail_only_and_deploys_as_one_model(data, tmp_path, monkeypatch, fast_tail):
     monkeypatch.setenv("PML_SHREWD_CACHE", str(tmp_path / "cache"))
-    config = _config(data, tmp_path / "run", flip_activations=True, backbone_lr_scale=0.1)
+    config = _config(
+        data, tmp_path / "run", flip_activations=True, backbone_lr_scale=0.1, fast_tail=fast_tail
+    )
     run = build_run(config)
     train, model, full = run["train_set"], run["model"], run["export_model"]
-    assert isinstance(model, TailHashModel) and model.head is full.head
+    assert isinstance(model, TailHashModel) and model.head is full.head and model.fast is fast_tail
     assert isinstance(train, FeatureSamples) and train.features.dtype == torch.float16
     assert train.features.shape[1:] == (32, 4, 4) and len(train) == 60 and len(run["test_set"]) == 20
     cached = sorted(os.listdir(tmp_path / "cache" / "features"))

@@ -1,5 +1,6 @@
 """Trainer: one short run per recipe path, loss decrease, exact resume, config validation."""
 
+import copy
 import json
 import os
 
@@ -334,3 +335,32 @@ def test_queries_whose_class_is_not_in_the_database_are_reported():
     with pytest.warns(UserWarning, match="2 of 4 queries have labels that no database item has"):
         assert warn_unmatched_queries(np.array([0, 1, 5, 5]), np.array([0, 1, 1, 2])) == 2
     assert warn_unmatched_queries(np.array([0, 1]), np.array([1, 0])) == 0
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+def test_the_trainers_optimizer_steps_bitwise_as_torchs_per_parameter_loop(optimizer, tmp_path):
+    # foreach=True is a speed choice only: the same update as torch's CPU default, bit for bit.
+    from pml_shrewd.data import FeatureSamples
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 6), torch.arange(32) % 4
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 8))
+    reference_model = copy.deepcopy(model)
+    config = TrainConfig(optimizer=optimizer, lr=0.05, weight_decay=0.01, steps=20, batch_size=8,
+                         output_dir=str(tmp_path), mixed_precision="no")  # fmt: skip
+    trainer = Trainer(model, torch.nn.Identity(), FeatureSamples(x, y, list("abcd")), config=config)
+    kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer]
+    extra = dict(momentum=0.9, nesterov=True) if optimizer == "sgd" else {}
+    reference = kind(reference_model.parameters(), lr=0.05, weight_decay=0.01, foreach=False, **extra)
+    assert all(g["foreach"] for g in trainer.optimizer.param_groups)
+    for step in range(20):
+        grads = [torch.randn_like(p) * 10.0 ** -(step % 4) for p in model.parameters()]
+        for opt, params in (
+            (trainer.optimizer, model.parameters()),
+            (reference, reference_model.parameters()),
+        ):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(model.parameters(), reference_model.parameters()):
+        assert torch.equal(a, b)

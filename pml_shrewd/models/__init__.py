@@ -3,13 +3,14 @@ frozen trunk and a trained tail (fine-tuning mode)."""
 
 from .hash_head import HashHead
 from .hashing_model import HashingModel, create_hashing_model
-from .stages import BackboneTail, BackboneTrunk, TailHashModel, num_stages
+from .stages import BackboneTail, BackboneTrunk, PointwiseAsMatmul, TailHashModel, num_stages
 from .text_encoder import TextHashEncoder
 from .weights import convert_state_dict_in_order, efficientnet_lite0_weights
 
 __all__ = [
     "BackboneTail",
     "BackboneTrunk",
+    "PointwiseAsMatmul",
     "TailHashModel",
     "num_stages",
     "HashHead",

@@ -18,7 +18,10 @@ Example::
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
+from torch.overrides import TorchFunctionMode
 
 from .hash_head import HashHead
 
@@ -122,6 +125,43 @@ class BackboneTail(nn.Module):
         return self.global_pool(x).flatten(1)
 
 
+class PointwiseAsMatmul(TorchFunctionMode):
+    """Inside this context every 1x1, stride-1, ungrouped, unpadded ``conv2d`` runs as a matmul
+    over channels-last pixels (``F.linear`` on the ``(N, H, W, C)`` view, output in channels-last
+    layout); every other op runs as it is.
+
+    On CPUs oneDNN's convolution is about 1.5x slower than the same product as a matmul for the
+    small maps of a tail (3x3 pixels at 96 px inputs): with channels-last maps, a fine-tuning step
+    of ``tf_efficientnet_lite0``'s last stage takes about 20% less time. The result equals the
+    convolution's to float rounding (a different summation order), not bitwise.
+
+    Example::
+
+        with PointwiseAsMatmul():
+            features = tail(maps.contiguous(memory_format=torch.channels_last))
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.conv2d:
+            x, weight, bias, stride, padding, dilation, groups = _conv2d_arguments(*args, **kwargs)
+            pointwise = (
+                x.dim() == 4
+                and weight.shape[-2:] == (1, 1)
+                and groups == 1
+                and not isinstance(padding, str)
+                and _pair(stride) == (1, 1)
+                and _pair(padding) == (0, 0)
+            )
+            if pointwise:
+                return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
+        return func(*args, **kwargs)
+
+
+def _conv2d_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return input, weight, bias, stride, padding, dilation, groups
+
+
 class TailHashModel(nn.Module):
     """What fine-tuning mode trains: cached trunk activations -> :class:`BackboneTail` ->
     :class:`HashHead` -> codes in ``[0, 1]^K``.
@@ -129,11 +169,15 @@ class TailHashModel(nn.Module):
     ``flip=True`` mirrors each map left-right with probability 1/2 in training mode: the
     augmentation that cached activations allow (a flipped map approximates the map of the
     flipped image; the backbone's torch RNG draws it, so resumed runs repeat it).
+
+    ``fast=True`` runs the tail in training mode on channels-last maps with its 1x1 convolutions
+    as matmuls (:class:`PointwiseAsMatmul`; about 20% faster steps on CPUs, equal to float
+    rounding). Evaluation always runs the modules as the deployed model does.
     """
 
-    def __init__(self, tail: BackboneTail, head: HashHead, flip: bool = False) -> None:
+    def __init__(self, tail: BackboneTail, head: HashHead, flip: bool = False, fast: bool = False) -> None:
         super().__init__()
-        self.tail, self.head, self.flip = tail, head, bool(flip)
+        self.tail, self.head, self.flip, self.fast = tail, head, bool(flip), bool(fast)
 
     @property
     def num_bits(self) -> int:
@@ -153,7 +197,11 @@ class TailHashModel(nn.Module):
         if self.flip and self.training:
             mirror = torch.rand(maps.shape[0], device=maps.device) < 0.5
             maps = torch.where(mirror[:, None, None, None], maps.flip(-1), maps)
+        if self.fast and self.training:
+            with PointwiseAsMatmul():
+                features = self.tail(maps.contiguous(memory_format=torch.channels_last))
+            return self.head(features)
         return self.head(self.tail(maps))
 
 
-__all__ = ["BackboneTail", "BackboneTrunk", "TailHashModel", "num_stages"]
+__all__ = ["BackboneTail", "BackboneTrunk", "PointwiseAsMatmul", "TailHashModel", "num_stages"]

@@ -172,7 +172,7 @@ def fine_tuning_model(config: TrainConfig, model: HashingModel, train: FeatureSa
     if config.standardize_features:  # the statistics of the features the head starts from
         pooled, _, _ = encode_dataset(tail, train, batch_size=512, desc="tail features")
     model.head = fresh_head(config, model.feature_dim, pooled)
-    return TailHashModel(tail, model.head, flip=config.flip_activations)
+    return TailHashModel(tail, model.head, flip=config.flip_activations, fast=config.fast_tail)
 
 
 def build_sampler(config: TrainConfig, train_set):

@@ -111,6 +111,9 @@ class TrainConfig:
     # activations of the frozen rest (models.BackboneTrunk / BackboneTail). 0: a frozen backbone.
     train_stages: int = 0
     flip_activations: bool = False  # fine-tuning mode: mirror each cached map with probability 1/2
+    # Fine-tuning mode: train the tail on channels-last maps with its 1x1 convolutions as matmuls
+    # (models.PointwiseAsMatmul): about 20% faster CPU steps, equal to float rounding (not bitwise).
+    fast_tail: bool = False
     # Learning-rate factor of the trained backbone layers (the tail in fine-tuning mode, the
     # whole backbone without freeze_backbone) relative to lr.
     backbone_lr_scale: float = 1.0
@@ -220,6 +223,8 @@ class TrainConfig:
             )
         if self.flip_activations and not self.train_stages:
             raise ValueError("TrainConfig.flip_activations needs train_stages > 0 (it flips cached maps)")
+        if self.fast_tail and not self.train_stages:
+            raise ValueError("TrainConfig.fast_tail needs train_stages > 0 (it runs the trained tail)")
         if not self.backbone_lr_scale > 0:
             raise ValueError(f"TrainConfig.backbone_lr_scale must be > 0, got {self.backbone_lr_scale!r}")
         if self.standardize_features and not self.cache_features:
