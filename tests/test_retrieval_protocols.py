@@ -323,6 +323,52 @@ def test_making_better_mistakes_leave_one_out():
     assert sev == pytest.approx(0.75)
 
 
+def severity_loop(qc, dc, ql, dl, dmat, distance, self_excluded=False):
+    """Mistake severity by a loop over queries: the nearest item by ``distance`` (lowest index
+    first), the mean ``dmat[query class][its class]`` over queries whose nearest has another label."""
+    sev = []
+    for i, q in enumerate(np.asarray(qc, dtype=np.float64)):
+        dists = []
+        for j, r in enumerate(np.asarray(dc, dtype=np.float64)):
+            if self_excluded and j == i:
+                dists.append(np.inf)
+            elif distance == "cosine":
+                dists.append(1.0 - q @ r / (np.linalg.norm(q) * np.linalg.norm(r)))
+            elif distance == "l2":
+                dists.append(np.sqrt(np.sum((q - r) ** 2)))
+            else:
+                dists.append(np.sum(np.abs(q - r)))
+        nearest = int(np.argmin(dists))  # the first of equal minima: the lowest index
+        if dl[nearest] != ql[i]:
+            sev.append(dmat[ql[i]][dl[nearest]])
+    return float(np.mean(sev)) if sev else float("nan")
+
+
+@pytest.mark.parametrize("distance", ["cosine", "l2", "l1"])
+@pytest.mark.parametrize("seed", range(3))
+def test_mistake_severity_continuous_distances_against_loop(distance, seed):
+    rng = np.random.default_rng(seed)
+    n, nq, classes = 40, 15, 4
+    dc = rng.normal(size=(n, 6)).astype(np.float32)
+    qc = rng.normal(size=(nq, 6)).astype(np.float32)
+    dl, ql = rng.integers(0, classes, n), rng.integers(0, classes, nq)
+    dmat = rng.uniform(0.1, 1.0, (classes, classes))
+    dmat = (dmat + dmat.T) / 2
+    np.fill_diagonal(dmat, 0.0)
+    want = severity_loop(qc, dc, ql, dl, dmat, distance)
+    # Random real codes have no tied distances: every tie rule gives the same figure.
+    for ties in ("index", "expected", "best", "worst"):
+        got = mistake_severity(qc, dc, ql, dl, semantic_distance=dmat, distance=distance, ties=ties)
+        assert got == pytest.approx(want, rel=1e-12), ties
+    # Leave-one-out: the queries are the first database items, each left out of its own ranking.
+    ref, ref_l = np.concatenate([qc, dc]), np.concatenate([ql, dl])
+    want = severity_loop(qc, ref, ql, ref_l, dmat, distance, self_excluded=True)
+    got = mistake_severity(
+        qc, ref, ql, ref_l, semantic_distance=dmat, distance=distance, ref_includes_query=True
+    )
+    assert got == pytest.approx(want, rel=1e-12)
+
+
 def test_lca_height_needs_a_tree():
     with pytest.raises(ValueError, match="lca_height=True"):
         mistake_severity(CODES, CODES, LABELS, LABELS, semantic_distance=np.zeros((3, 3)), lca_height=True)

@@ -78,6 +78,22 @@ class ImageSamples(Dataset):
         return img, self.targets[index]
 
 
+class ImagePaths:
+    """Mixin of data sets whose ``samples`` are image paths: :meth:`load` reads one, a bad file
+    becomes a :class:`BadSample`; :meth:`sample_name` is the path. List it before :class:`ImageSamples`."""
+
+    samples: list[str]
+
+    def load(self, index: int) -> Image.Image | BadSample:
+        try:
+            return load_rgb(self.samples[index])
+        except (OSError, ValueError, SyntaxError) as err:  # PIL raises these on corrupt files
+            return BadSample(index, f"{type(err).__name__}: {err}")
+
+    def sample_name(self, index: int) -> str:
+        return self.samples[index]
+
+
 class SampleView(ImageSamples):
     """A subset of another :class:`ImageSamples` with its own transform (train/test splits).
 

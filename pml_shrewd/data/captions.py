@@ -10,9 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from .base import BadSample, ImageSamples, load_rgb
+from .base import ImagePaths, ImageSamples
 
 SPLIT_NAMES = ("train", "test", "val", "dev")
 
@@ -30,7 +29,7 @@ def _positions(value: Any, name: str) -> tuple[int, ...] | None:
     return out
 
 
-class CaptionedImages(ImageSamples):
+class CaptionedImages(ImagePaths, ImageSamples):
     """Images with free-text captions, one sample per image; the label of sample ``i`` is image id ``i``.
 
     The weak target of SHREWD (Arponen & Bishop, arXiv 2005.04917): no classes, only
@@ -321,12 +320,3 @@ class CaptionedImages(ImageSamples):
                     f"CaptionedImages: CSV {path!r} needs 'image' and 'caption' columns, got {reader.fieldnames}"
                 )
             return [(i, row) for i, row in enumerate(reader, 2)]
-
-    def load(self, index: int) -> Image.Image | BadSample:
-        try:
-            return load_rgb(self.samples[index])
-        except (OSError, ValueError, SyntaxError) as err:  # PIL raises these on corrupt files
-            return BadSample(index, f"{type(err).__name__}: {err}")
-
-    def sample_name(self, index: int) -> str:
-        return self.samples[index]

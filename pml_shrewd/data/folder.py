@@ -6,15 +6,14 @@ import os
 import re
 from collections.abc import Callable
 
-from PIL import Image
 from torchvision.datasets import ImageFolder
 
-from .base import BadSample, ImageSamples, load_rgb
+from .base import ImagePaths, ImageSamples
 
 _WNID = re.compile(r"^n\d{8}$")
 
 
-class FolderImages(ImageSamples):
+class FolderImages(ImagePaths, ImageSamples):
     """An ImageFolder (torchvision's scan) whose unreadable files are skipped, not fatal.
 
     Folder names are the classes: plain names (``cat``, ``dog``: CIFAR's JPEG
@@ -41,20 +40,11 @@ class FolderImages(ImageSamples):
             raise ValueError(f"FolderImages: no images under {self.root!r}")
         self.wnids = list(self.classes) if all(_WNID.match(c) for c in self.classes) else None
 
-    def load(self, index: int) -> Image.Image | BadSample:
-        try:
-            return load_rgb(self.samples[index])
-        except (OSError, ValueError, SyntaxError) as err:  # PIL raises these on corrupt files
-            return BadSample(index, f"{type(err).__name__}: {err}")
-
-    def sample_name(self, index: int) -> str:
-        return self.samples[index]
-
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class ImageFiles(ImageSamples):
+class ImageFiles(ImagePaths, ImageSamples):
     """A plain list of image files (no labels: every label is 0), e.g. a folder of photos to index.
 
     Example::
@@ -86,12 +76,3 @@ class ImageFiles(ImageSamples):
         if not paths:
             raise ValueError(f"ImageFiles: no images under {root!r}")
         return cls(paths, transform)
-
-    def load(self, index: int) -> Image.Image | BadSample:
-        try:
-            return load_rgb(self.samples[index])
-        except (OSError, ValueError, SyntaxError) as err:
-            return BadSample(index, f"{type(err).__name__}: {err}")
-
-    def sample_name(self, index: int) -> str:
-        return self.samples[index]

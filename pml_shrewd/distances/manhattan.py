@@ -7,7 +7,7 @@ faiss's SIMD L1 kernel, and its backward runs the sign-weighted sum once for ``x
 more for ``y`` even when ``y`` *is* ``x`` (the usual ``ref_emb is embeddings`` case).
 :func:`manhattan_cdist` computes the same values and gradients with
 
-* forward: faiss's ``pairwise_extra_distances(METRIC_L1)`` for float32 CPU tensors (faiss is
+* forward: faiss's ``pairwise_distances(metric=METRIC_L1)`` for float32 CPU tensors (faiss is
   already a dependency), ``torch.cdist(p=1)`` otherwise (float64, CUDA, faiss missing);
 * backward: ATen's fused ``_cdist_backward`` kernel, called once with ``G + G^T`` when
   ``y`` is ``x`` (the gradient of ``D_ij`` and ``D_ji`` through the same rows), and once
@@ -39,25 +39,13 @@ _CHUNK_ELEMENTS = 2**22
 
 def _faiss_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``sum_k |x_ik - y_jk|`` by faiss's L1 kernel (float32 CPU), with torch's thread count."""
-    x = x.detach().contiguous()
-    y = y.detach().contiguous()
-    out = torch.empty(len(x), len(y), dtype=torch.float32)
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(torch.get_num_threads())  # not faiss's own default of every core
     try:
-        faiss.pairwise_extra_distances(
-            x.shape[1],
-            len(x),
-            faiss.swig_ptr(x.numpy()),
-            len(y),
-            faiss.swig_ptr(y.numpy()),
-            faiss.METRIC_L1,
-            0.0,
-            faiss.swig_ptr(out.numpy()),
-        )
+        out = faiss.pairwise_distances(x.detach().numpy(), y.detach().numpy(), metric=faiss.METRIC_L1)
     finally:
         faiss.omp_set_num_threads(threads)
-    return out
+    return torch.from_numpy(out)
 
 
 def _l1_forward(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

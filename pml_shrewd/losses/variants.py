@@ -26,10 +26,6 @@ class Variant:
     pml: str | None = None  # a pml_baseline_loss name
 
     @property
-    def needs_semantic_distance(self) -> bool:
-        return self.sim
-
-    @property
     def needs_class_labels(self) -> bool:
         return self.cls or self.pml is not None
 

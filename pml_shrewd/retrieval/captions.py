@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .codes import binarize, check_code_range, to_numpy
-from .metrics import DISTANCES, _check_k, _distances, _prepare_codes, _suffixed, bit_balance, hp_at_k
+from .metrics import _ahp, _check_k, _distances, _prepare_code_pair, _suffixed, bit_balance, hp_at_k
 
 __all__ = [
     "CAPTION_RELEVANCES",
@@ -124,16 +124,8 @@ def ndcg_at_k(
 
         score = ndcg_at_k(test_z, train_z, test_ids, train_ids, relevance=caption_relevance(held_out), k=100)
     """
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     k = _check_k(k)
-    q = _prepare_codes(query_codes, "query_codes", distance)
-    db = _prepare_codes(db_codes, "db_codes", distance)
-    if to_numpy(query_codes).shape[1] != to_numpy(db_codes).shape[1]:
-        raise ValueError(
-            f"query codes have width {to_numpy(query_codes).shape[1]} but database codes "
-            f"{to_numpy(db_codes).shape[1]}"
-        )
+    q, db = _prepare_code_pair(query_codes, db_codes, distance)
     nq, n = len(q), len(db)
     if nq == 0 or n - int(ref_includes_query) <= 0:
         raise ValueError("ndcg_at_k needs queries and a non-empty database")
@@ -162,11 +154,6 @@ def ndcg_at_k(
         idcg = (best * discount).sum(axis=1)
         out[start:stop] = np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
     return out if per_query else float(out.mean())
-
-
-def _trapezoid(curve: np.ndarray) -> float:
-    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 calls it trapz
-    return float(trapezoid(curve, dx=1.0 / len(curve)))
 
 
 def _relevances(relevance: Any, held_out_captions: Any, sentence_model: Any) -> dict[str, Any]:
@@ -319,7 +306,7 @@ def _caption_ranking_figures(
             ref_includes_query=ref_includes_query,
         )
         # The trapezoid is linear: the area under the mean curve is the mean of the areas (mAHP@k).
-        out[f"mAHP@k [{name}]"] = _trapezoid(curve)
+        out[f"mAHP@k [{name}]"] = float(_ahp(curve[None, :])[0])
         out[f"nDCG@k [{name}]"] = ndcg_at_k(
             qc,
             dc,

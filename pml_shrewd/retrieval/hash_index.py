@@ -123,25 +123,19 @@ class HashIndex:
         o, d = self.options, self.num_bits
         if self.index_type == "flat":
             index = faiss.IndexBinaryFlat(d)
-            # The counting search (not the heap) returns ties in insertion order.
-            index.use_heap = False
-            return index
-        if self.index_type == "hnsw":
+        elif self.index_type == "hnsw":
             index = faiss.IndexBinaryHNSW(d, int(o["hnsw_m"]))
-            index.hnsw.efSearch = int(o["ef_search"])
             index.hnsw.efConstruction = int(o["ef_construction"])
-            return index
-        if self.index_type == "multihash":
+        elif self.index_type == "multihash":
             index = faiss.IndexBinaryMultiHash(d, int(o["num_tables"]), int(o["bits_per_table"]))
-            index.nflip = int(o["max_flips"])
-            return index
-        nlist = o["nlist"]
-        if nlist is None:
-            nlist = int(max(1, min(round(np.sqrt(n_train)), n_train // 39)))
-            self.options["nlist"] = nlist
-        self._quantizer = faiss.IndexBinaryFlat(d)  # kept: the IVF index does not own it
-        index = faiss.IndexBinaryIVF(self._quantizer, d, int(nlist))
-        index.nprobe = int(o["nprobe"])
+        else:
+            nlist = o["nlist"]
+            if nlist is None:
+                nlist = int(max(1, min(round(np.sqrt(n_train)), n_train // 39)))
+                self.options["nlist"] = nlist
+            self._quantizer = faiss.IndexBinaryFlat(d)  # kept: the IVF index does not own it
+            index = faiss.IndexBinaryIVF(self._quantizer, d, int(nlist))
+        self._apply_search_options(index)
         return index
 
     def _check_packed(self, packed: Any, name: str) -> np.ndarray:
@@ -353,10 +347,14 @@ class HashIndex:
     def __repr__(self) -> str:
         return f"HashIndex(num_bits={self.num_bits}, index_type={self.index_type!r}, size={len(self)})"
 
-    def _apply_search_options(self) -> None:
-        # Search-time settings are not all stored in faiss files: set them again after loading.
-        o, index = self.options, faiss.downcast_IndexBinary(self._index.index)
+    def _apply_search_options(self, index=None) -> None:
+        # Search-time settings are not all stored in faiss files: set them again after loading
+        # (on the index inside the id map unless ``index`` is given).
+        o = self.options
+        if index is None:
+            index = faiss.downcast_IndexBinary(self._index.index)
         if self.index_type == "flat":
+            # The counting search (not the heap) returns ties in insertion order.
             index.use_heap = False
         elif self.index_type == "hnsw":
             index.hnsw.efSearch = int(o["ef_search"])

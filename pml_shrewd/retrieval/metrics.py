@@ -178,6 +178,53 @@ def _check_k(k: Any, name: str = "k") -> int:
     return int(k)
 
 
+def _prepare_code_pair(query_codes: Any, db_codes: Any, distance: str) -> tuple[np.ndarray, np.ndarray]:
+    """The query and database codes as ``distance`` ranks them (packed bits for Hamming); one width."""
+    _check_distance(distance)
+    q = _prepare_codes(query_codes, "query_codes", distance)
+    db = _prepare_codes(db_codes, "db_codes", distance)
+    q_width, db_width = to_numpy(query_codes).shape[1], to_numpy(db_codes).shape[1]
+    if q_width != db_width:
+        raise ValueError(
+            f"query codes have width {q_width} but database codes {db_width}: "
+            "both must have the same number of bits / dimensions"
+        )
+    return q, db
+
+
+def _prepare_inputs(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    distance: str,
+    ties: str,
+    ref_includes_query: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(query codes, db codes, query labels, db labels)`` checked as every ranking of labelled
+    codes needs them: at least one query, a database left after removing the own item, and with
+    ``ref_includes_query`` the queries as the first database items."""
+    _check_ties(ties)
+    q, db = _prepare_code_pair(query_codes, db_codes, distance)
+    nq, n = q.shape[0], db.shape[0]
+    ql = _prepare_labels(query_labels, nq, "query_labels")
+    dl = _prepare_labels(db_labels, n, "db_labels")
+    if nq == 0:
+        raise ValueError("there are no queries")
+    if n == 0:
+        raise ValueError("the database is empty")
+    if ref_includes_query:
+        if n < nq:
+            raise ValueError("ref_includes_query=True needs the queries to be the first database items")
+        if not (np.array_equal(q, db[:nq]) and np.array_equal(ql, dl[:nq])):
+            raise ValueError(
+                "ref_includes_query=True but the first len(query) database codes/labels differ from the queries"
+            )
+        if n == 1:
+            raise ValueError("ref_includes_query=True leaves an empty database (one item)")
+    return q, db, ql, dl
+
+
 class _Similarity:
     """Semantic similarities ``1 - d`` between query labels and the database's distinct labels."""
 
@@ -260,6 +307,22 @@ def _distances(q: np.ndarray, db: np.ndarray, distance: str, db_t: torch.Tensor 
     # Exact (no matmul shortcut) so that identical codes get exactly equal distances.
     d = torch.cdist(torch.from_numpy(q), db_t, p=2.0, compute_mode="donot_use_mm_for_euclid_dist")
     return d.numpy()
+
+
+def _hamming_keys(d: np.ndarray, num_bits: int, start: int, exclude_self: bool) -> np.ndarray:
+    """Integer keys ``distance * N + index`` of Hamming distances ``d`` (queries ``start`` on):
+    unique, so sorting them gives the stable (distance, index) order. ``exclude_self``: query
+    ``i``'s own item ``i`` takes the sentinel distance ``num_bits + 1``, after every real one."""
+    n = d.shape[1]
+    max_d = num_bits + 1
+    key_dtype = np.int32 if (max_d + 1) * n < 2**31 else np.int64
+    if exclude_self:
+        rows = np.arange(d.shape[0])
+        d[rows, rows + start] = max_d
+    keys = d.astype(key_dtype, copy=False)
+    keys *= n
+    keys += np.arange(n, dtype=key_dtype)
+    return keys
 
 
 def _float_keys(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -350,32 +413,10 @@ def _rank_queries(
     """One pass over the queries; returns per-query AP / AP@k / P@k and the HP@1..k rows
     (``"hp"``; ``"hp_extra"``: the rows of each of ``extra_semantic_distances`` by name, from the
     same ranking; ``"gain_k"``: per query, the sum of the similarities of the top ``hp_k``)."""
-    _check_distance(distance)
-    _check_ties(ties)
-    q = _prepare_codes(query_codes, "query_codes", distance)
-    db = _prepare_codes(db_codes, "db_codes", distance)
-    q_width, db_width = to_numpy(query_codes).shape[1], to_numpy(db_codes).shape[1]
-    if q_width != db_width:
-        raise ValueError(
-            f"query codes have width {q_width} but database codes {db_width}: "
-            "both must have the same number of bits / dimensions"
-        )
+    q, db, ql, dl = _prepare_inputs(
+        query_codes, db_codes, query_labels, db_labels, distance, ties, ref_includes_query
+    )
     nq, n = q.shape[0], db.shape[0]
-    ql = _prepare_labels(query_labels, nq, "query_labels")
-    dl = _prepare_labels(db_labels, n, "db_labels")
-    if nq == 0:
-        raise ValueError("there are no queries")
-    if n == 0:
-        raise ValueError("the database is empty")
-    if ref_includes_query:
-        if n < nq:
-            raise ValueError("ref_includes_query=True needs the queries to be the first database items")
-        if not (np.array_equal(q, db[:nq]) and np.array_equal(ql, dl[:nq])):
-            raise ValueError(
-                "ref_includes_query=True but the first len(query) database codes/labels differ from the queries"
-            )
-        if n == 1:
-            raise ValueError("ref_includes_query=True leaves an empty database (one item)")
     n_eff = n - int(ref_includes_query)
     ap_ks = [min(_check_k(k), n_eff) for k in ap_ks]
     p_ks_c = [_check_k(k) for k in p_ks]
@@ -399,14 +440,8 @@ def _rank_queries(
         ends = np.append(starts[1:], n)
         rel_index = {int(lab): order[s:e] for lab, s, e in zip(labs, starts, ends, strict=True)}
 
-    if distance == "hamming":
-        max_d = db.shape[1] * 8 + 1  # +1: the sentinel distance of an excluded self match
-        key_dtype = np.int32 if (max_d + 1) * n < 2**31 else np.int64
-        db_t = None
-    else:
-        key_dtype = np.int64
-        db_t = torch.from_numpy(db)
-    idx = np.arange(n, dtype=key_dtype)
+    db_t = None if distance == "hamming" else torch.from_numpy(db)
+    idx = np.arange(n, dtype=np.int64)
 
     out = _RankOutputs(
         dl=dl,
@@ -427,17 +462,13 @@ def _rank_queries(
     )
 
     def run_chunk(start: int, stop: int) -> None:
-        rows = np.arange(stop - start)
         d = _distances(q[start:stop], db, distance, db_t)
         if distance == "hamming":
-            if ref_includes_query:
-                d[rows, rows + start] = max_d
-            keys = d.astype(key_dtype, copy=False)
-            keys *= n
-            keys += idx
+            keys = _hamming_keys(d, db.shape[1] * 8, start, ref_includes_query)
         else:
             d += 0.0  # turns a possible -0.0 into +0.0, whose bit pattern sorts first
             if ref_includes_query:
+                rows = np.arange(stop - start)
                 d[rows, rows + start] = np.inf
             keys = _float_keys(d, idx)
         qlab = ql[start:stop]
@@ -717,21 +748,13 @@ def _hamming_knn(
     the database size (minus one with ``exclude_self``).
     """
     nq, n = q.shape[0], db.shape[0]
-    max_d = db.shape[1] * 8 + 1
-    key_dtype = np.int32 if (max_d + 1) * n < 2**31 else np.int64
-    idx = np.arange(n, dtype=key_dtype)
     out_d = np.empty((nq, k), dtype=np.int32)
     out_i = np.empty((nq, k), dtype=np.int64)
     step = max(1, _CHUNK_ENTRIES // max(n, 1))
     for start in range(0, nq, step):
         stop = min(nq, start + step)
         d = _distances(q[start:stop], db, "hamming", None)
-        if exclude_self:
-            rows = np.arange(stop - start)
-            d[rows, rows + start] = max_d
-        keys = d.astype(key_dtype, copy=False)
-        keys *= n
-        keys += idx
+        keys = _hamming_keys(d, db.shape[1] * 8, start, exclude_self)
         top = np.partition(keys, k - 1, axis=1)[:, :k] if k < n else keys
         top = np.sort(top, axis=1)[:, :k]
         out_d[start:stop] = top // n

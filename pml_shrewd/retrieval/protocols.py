@@ -19,16 +19,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from .codes import binarize, check_code_range, to_numpy
 from .metrics import (
     _CHUNK_ENTRIES,
     DEFAULT_K,
-    _check_distance,
     _check_k,
     _check_ties,
     _distances,
-    _prepare_codes,
+    _prepare_inputs,
     _prepare_labels,
     _rank_queries,
     _Similarity,
@@ -289,29 +289,14 @@ def mistake_severity(
         sev_neutral = mistake_severity(qz, dbz, ql, dl, semantic_distance=provider, ties="expected")
         print(f"mistake severity {sev:.3f} LCA levels")
     """
-    _check_distance(distance)
-    _check_ties(ties)
     scale = _lca_scale(semantic_distance, lca_height)
-    q = _prepare_codes(query_codes, "query_codes", distance)
-    db = _prepare_codes(db_codes, "db_codes", distance)
-    if to_numpy(query_codes).shape[1] != to_numpy(db_codes).shape[1]:
-        raise ValueError("query and database codes must have the same number of bits / dimensions")
+    q, db, ql, dl = _prepare_inputs(
+        query_codes, db_codes, query_labels, db_labels, distance, ties, ref_includes_query
+    )
     nq, n = q.shape[0], db.shape[0]
-    ql = _prepare_labels(query_labels, nq, "query_labels")
-    dl = _prepare_labels(db_labels, n, "db_labels")
-    if nq == 0 or n - int(ref_includes_query) <= 0:
-        raise ValueError("mistake_severity needs at least one query and a non-empty database")
-    if ref_includes_query and not (np.array_equal(q, db[:nq]) and np.array_equal(ql, dl[:nq])):
-        raise ValueError(
-            "ref_includes_query=True but the first len(query) database items differ from the queries"
-        )
     sim = _Similarity(semantic_distance, dl, ref_includes_query)
     num_cls = len(sim.db_unique)
-    db_t = None
-    if distance == "l2":
-        import torch
-
-        db_t = torch.from_numpy(db)
+    db_t = None if distance == "hamming" else torch.from_numpy(db)
     wrong_sum, sev_sum = 0.0, 0.0
     step = max(1, _CHUNK_ENTRIES // n)
     for start in range(0, nq, step):

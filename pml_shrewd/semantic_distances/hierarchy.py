@@ -157,7 +157,6 @@ class HierarchyDistance(_CachedMatrixDistance):
         self.names: list[str] = list(names) if names is not None else list(classes)
         self.root: str = root
         self._parent = parent
-        self._children = children
         self._height = height
         self._node_depth = depth
         self._set_matrix(self._compute_matrix())

@@ -22,10 +22,6 @@ _LAZY = {
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    if name == "VARIANTS":  # the keys of pml_shrewd.losses.VARIANTS
-        from ..losses import VARIANTS
-
-        return tuple(VARIANTS)
     if name == "build_objective":
         return _build_objective_from_config
     raise AttributeError(name)

@@ -17,12 +17,6 @@ def _variant_table() -> dict:
     return table
 
 
-def __getattr__(name: str) -> Any:
-    if name == "VARIANTS":  # the keys of pml_shrewd.losses.VARIANTS (the one variant table)
-        return tuple(_variant_table())
-    raise AttributeError(name)
-
-
 # Fields holding file paths (made absolute when they exist; relative to a config file when found there).
 class _NoValue:
     """An override that sets an optional field to ``None`` (``--pretrained-file none``): a plain
@@ -258,10 +252,6 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if not (self.alpha > 0 and self.beta > 0):
             raise ValueError(f"TrainConfig.alpha and beta must be > 0, got {self.alpha}, {self.beta}")
-
-    @property
-    def uses_classifier(self) -> bool:
-        return _variant_table()[self.variant].cls
 
     def objective_settings(self) -> dict[str, Any]:
         """The keyword arguments of :func:`pml_shrewd.losses.build_objective` held here."""

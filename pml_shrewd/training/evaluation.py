@@ -164,10 +164,7 @@ class RetrievalEvaluator:
             for name, mask in parts.items():
                 if mask.any():
                     metrics[f"same_group@k [{name}]"] = float(share[mask].mean())
-        return {
-            key: (float(v) if np.isscalar(v) and not isinstance(v, (int, np.integer, str)) else v)
-            for key, v in metrics.items()
-        }
+        return _floats(metrics)
 
 
 def encode_queries_and_database(evaluator, trainer):
