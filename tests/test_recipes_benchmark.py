@@ -298,3 +298,33 @@ def test_seed_spread_lists_each_seed_with_mean_and_sd(tmp_path):
         load_recipe("seed_spread").main(
             ["--runs", *runs, f"1={tmp_path / 's1'}", "--keys", "mAP", "--out", str(out)]
         )
+
+
+def test_rows_are_checked_before_any_row_runs(tmp_path):
+    """A feature row on a fine-tuning config fails at the start, before the trained rows (it used to
+    fail when scored, after every other row had trained, losing the run's results)."""
+    from pml_shrewd.benchmarking import run_rows
+    from pml_shrewd.benchmarking.rows import Row
+    from pml_shrewd.training import TrainConfig
+
+    frozen = tmp_path / "frozen.json"
+    frozen.write_text(json.dumps(TrainConfig().to_dict()))
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(
+        json.dumps(
+            {**TrainConfig().to_dict(), "freeze_backbone": True, "cache_features": True, "train_stages": 1}
+        )
+    )
+    runs = tmp_path / "runs"
+    rows = [Row("trained", str(frozen)), Row("itq", str(tuned), method="itq")]
+    with pytest.raises(
+        ValueError, match=r"row 'itq': method 'itq' ranks the frozen pooled features.*train_stages 1"
+    ):
+        run_rows(rows, {}, tmp_path / "out", runs_dir=runs)
+    assert not runs.exists() and not (tmp_path / "out" / "codes").exists()
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        run_rows([Row("x", str(frozen), method="nope")], {}, tmp_path / "out", runs_dir=runs)
+    # The same row on the frozen config passes the check (run_rows would then run it).
+    from pml_shrewd.benchmarking.rows import check_rows
+
+    check_rows([Row("itq", str(frozen), method="itq")], {})

@@ -66,6 +66,23 @@ def row_config(row: Row, overrides: Mapping[str, Any]):
 
 #: Rows that are no training run: classical hashes and references on the same data.
 METHODS = ("train", "itq", "lsh", "features", "random", "ideal", "text_oracle", "ridge", "ridge_itq")
+#: The methods that read the pooled backbone features (a fine-tuning config's data set holds maps).
+FEATURE_METHODS = ("itq", "lsh", "features", "ridge", "ridge_itq")
+
+
+def check_rows(rows: Sequence[Row], overrides: Mapping[str, Any]) -> None:
+    """Fail before any row runs, not when a row is scored after the others have trained: an
+    unknown method, or a feature method on a fine-tuning config (``train_stages > 0``)."""
+    for row in rows:
+        if row.method not in METHODS:
+            raise ValueError(f"row {row.name!r}: unknown method {row.method!r} (one of {METHODS})")
+        if row.method in FEATURE_METHODS:
+            stages = row_config(row, overrides).train_stages
+            if stages:
+                raise ValueError(
+                    f"row {row.name!r}: method {row.method!r} ranks the frozen pooled features, but its "
+                    f"config {row.config!r} fine-tunes (train_stages {stages}): give it a frozen config"
+                )
 
 
 def run_row(
@@ -97,8 +114,7 @@ def run_row(
     from .probe import linear_probe
     from .report import save_codes, variant_slug
 
-    if row.method not in METHODS:
-        raise ValueError(f"row {row.name!r}: unknown method {row.method!r} (one of {METHODS})")
+    check_rows([row], overrides)
     config = row_config(row, {**overrides, "output_dir": str(Path(runs_dir) / variant_slug(row.name))})
     started = time.time()
     run = build_run(config)
@@ -264,6 +280,7 @@ def run_rows(
     than one 2-thread run after another: the head's matmuls are small). Sequential runs use
     ``threads`` too (default: all), restored afterwards. With the same ``threads`` the figures
     do not depend on ``workers``."""
+    check_rows(rows, overrides)
     kwargs = dict(extra_hierarchies=extra_hierarchies, probe_samples=probe_samples, runs_dir=runs_dir)
     if workers <= 1:
         import torch
