@@ -134,3 +134,58 @@ def test_kl_warmup_ramps_the_weight_inside_a_memory_and_skips_losses_without_kl(
     else:  # PML's losses have no KL term: the warm-up leaves them alone
         assert set(seen) == {1}
     assert torch.isfinite(head(x)).all()
+
+
+def test_code_sharpening_raises_the_heads_slope_each_step_and_saves_it(tmp_path):
+    from pml_shrewd.training import CodeSharpening
+
+    x, y = torch.randn(64, 12), torch.arange(64) % 10
+    seen = []
+
+    class Spy:
+        def on_step_start(self, trainer):
+            seen.append(float(trainer.model.sharpness))
+
+    config = TrainConfig(variant="shrewd", steps=6, batch_size=16, eval_every=0, checkpoint_every=0,
+                         mixed_precision="no", output_dir=str(tmp_path), print_epochs=False)  # fmt: skip
+    head = HashHead(12, 8, hidden_dim=16)
+    loss_fn = build_objective("shrewd", _provider(10), embedding_size=8, num_classes=10)
+    train = FeatureSamples(x, y.tolist(), [str(i) for i in range(10)])
+    Trainer(head, loss_fn, train, config=config, callbacks=[CodeSharpening(5.0, 4), Spy()]).fit()
+    assert seen == pytest.approx([2.0, 3.0, 4.0, 5.0, 5.0, 5.0])  # 1 + 4 * min(1, (step + 1) / 4)
+    assert float(head.sharpness) == 5.0 and torch.isfinite(head(x)).all()
+    restored = HashHead(12, 8, hidden_dim=16)
+    restored.load_state_dict(head.state_dict())  # the slope travels with the weights
+    assert float(restored.sharpness) == 5.0
+    with pytest.raises(ValueError, match="final"):
+        CodeSharpening(0.5, 4)
+    with pytest.raises(ValueError, match="steps"):
+        CodeSharpening(2.0, 0)
+
+
+def test_sharpness_keeps_binary_codes_and_old_weights_load_with_slope_one():
+    torch.manual_seed(1)
+    head = HashHead(12, 16, hidden_dim=16).eval()
+    x = torch.randn(40, 12)
+    with torch.no_grad():
+        soft = head(x)
+        head.sharpness.fill_(7.0)
+        sharp = head(x)
+    torch.testing.assert_close(sharp > 0.5, soft > 0.5)  # the 0.5 threshold does not move
+    assert (sharp - 0.5).abs().mean() > (soft - 0.5).abs().mean()  # nearer {0, 1}
+    old = {k: v for k, v in head.state_dict().items() if k != "sharpness"}  # saved before the buffer
+    restored = HashHead(12, 16, hidden_dim=16).eval()
+    restored.load_state_dict(old)  # strict: the missing buffer is filled, not an error
+    assert float(restored.sharpness) == 1.0
+    torch.testing.assert_close(restored(x), soft)
+
+
+def test_code_sharpness_config_is_checked_and_builds_its_callback():
+    from pml_shrewd.training import CodeSharpening
+    from pml_shrewd.training.builders import build_callbacks
+
+    with pytest.raises(ValueError, match="code_sharpness"):
+        TrainConfig(code_sharpness=0.5)
+    assert build_callbacks(TrainConfig(), 100) == []
+    (callback,) = build_callbacks(TrainConfig(code_sharpness=8.0), 100)
+    assert isinstance(callback, CodeSharpening) and callback.sharpness_at(99) == 8.0

@@ -19,6 +19,10 @@ class HashHead(nn.Module):
     ``standardize=True`` holds per-feature mean and std buffers (set from training features
     with :meth:`set_feature_statistics`) and standardises the input with them, so a head
     trained on standardised cached features deploys on raw backbone features.
+    The ``sharpness`` buffer ``s`` (1 by default) makes the code ``sigmoid(s * a)``: raised during
+    training (``training.CodeSharpening``, HashNet's continuation) it drives codes towards
+    {0, 1} without moving the 0.5 threshold, so binary codes are unchanged by it; it is saved
+    with the weights, so continuous codes at deployment are those the run ended with.
 
     Example::
 
@@ -63,6 +67,7 @@ class HashHead(nn.Module):
         # out of the sigmoid's flat tails, where pairwise losses get no gradient.
         self.norm = nn.BatchNorm1d(num_bits) if batch_norm else nn.Identity()
         self.classifier = nn.Linear(num_bits, num_classes) if num_classes > 0 else None
+        self.register_buffer("sharpness", torch.ones(()))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Continuous codes in ``[0, 1]`` of shape ``(N, num_bits)``."""
@@ -72,7 +77,12 @@ class HashHead(nn.Module):
             )
         if self.standardize:
             features = (features - self.feature_mean) / self.feature_std
-        return torch.sigmoid(self.norm(self.proj(self.dropout(features))))
+        return torch.sigmoid(self.sharpness * self.norm(self.proj(self.dropout(features))))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Weights saved before the sharpness buffer existed were trained with sharpness 1.
+        state_dict.setdefault(prefix + "sharpness", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def set_feature_statistics(self, features: torch.Tensor, eps: float = 1e-6) -> None:

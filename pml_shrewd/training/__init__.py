@@ -8,6 +8,7 @@ from .config import TrainConfig
 _LAZY = {
     "build_run": "builders",
     "KLWarmup": "callbacks",
+    "CodeSharpening": "callbacks",
     "RetrievalEvaluator": "evaluation",
     "CaptionRetrievalEvaluator": "evaluation",
     "encode_dataset": "inference",
@@ -57,6 +58,7 @@ __all__ = [
     "train_text_encoder",
     "text_to_image_figures",
     "KLWarmup",
+    "CodeSharpening",
     "build_run",
     "encode_dataset",
     "gather_with_grad",

@@ -185,12 +185,15 @@ def build_sampler(config: TrainConfig, train_set):
 
 
 def build_callbacks(config: TrainConfig, total_steps: int) -> list:
-    """``KLWarmup`` when ``config.kl_warmup`` is set."""
-    from .callbacks import KLWarmup
+    """``KLWarmup`` when ``config.kl_warmup`` is set, ``CodeSharpening`` when ``code_sharpness > 1``."""
+    from .callbacks import CodeSharpening, KLWarmup
 
+    callbacks: list = []
     if config.kl_warmup and get_variant(config.variant).kl:
-        return [KLWarmup(config.lambda_kl, max(1, int(config.kl_warmup * total_steps)))]
-    return []
+        callbacks.append(KLWarmup(config.lambda_kl, max(1, int(config.kl_warmup * total_steps))))
+    if config.code_sharpness > 1.0:
+        callbacks.append(CodeSharpening(config.code_sharpness, max(1, total_steps)))
+    return callbacks
 
 
 def total_steps_of(config: TrainConfig, num_train: int) -> int:

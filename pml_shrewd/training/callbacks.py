@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..losses.variants import inner_loss
+from ..models.hash_head import HashHead
 
 
 class KLWarmup:
@@ -23,3 +24,32 @@ class KLWarmup:
         loss = inner_loss(trainer.loss_fn)
         if getattr(loss, "embedding_regularizer", None) is not None:
             loss.embedding_reg_weight = self.weight * min(1.0, trainer.step / self.steps)
+
+
+class CodeSharpening:
+    """Raise every :class:`~pml_shrewd.models.HashHead`'s ``sharpness`` linearly from 1 to
+    ``final`` over the first ``steps`` steps (HashNet's continuation, Cao et al., ICCV 2017):
+    codes learn their layout through a soft sigmoid, then are driven to {0, 1}, so ranking by
+    the binary codes loses less against the continuous ones. The last step trains with ``final``.
+
+    Example::
+
+        trainer = Trainer(..., callbacks=[CodeSharpening(final=8.0, steps=4000)])
+    """
+
+    def __init__(self, final: float, steps: int) -> None:
+        if not final >= 1.0:
+            raise ValueError(f"CodeSharpening: final must be >= 1, got {final!r}")
+        if steps < 1:
+            raise ValueError(f"CodeSharpening: steps must be >= 1, got {steps}")
+        self.final, self.steps = float(final), int(steps)
+
+    def sharpness_at(self, step: int) -> float:
+        """The sharpness the step after ``step`` completed steps trains with."""
+        return 1.0 + (self.final - 1.0) * min(1.0, (step + 1) / self.steps)
+
+    def on_step_start(self, trainer) -> None:
+        value = self.sharpness_at(trainer.step)
+        for module in trainer.accelerator.unwrap_model(trainer.model).modules():
+            if isinstance(module, HashHead):
+                module.sharpness.fill_(value)

@@ -132,6 +132,9 @@ class TrainConfig:
     kl_p: int = 2  # L_KL's nearest neighbours in the p-norm
     kl_samples: int | None = None  # target draws per call (None: the batch size)
     kl_warmup: float = 0.0  # fraction of the run over which lambda_kl ramps up linearly from 0
+    # The codes' sigmoid sharpness at the end of the run, raised linearly from 1 over the run
+    # (training.CodeSharpening, HashNet's continuation); 1: a plain sigmoid throughout.
+    code_sharpness: float = 1.0
     memory_size: int = 0  # > 0: a cross-batch memory of this many past codes (losses.CrossBatchMemory)
     # optimisation
     epochs: int = 10
@@ -229,6 +232,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"TrainConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        if not self.code_sharpness >= 1.0:
+            raise ValueError(f"TrainConfig.code_sharpness must be >= 1, got {self.code_sharpness!r}")
         if not 0.0 <= self.kl_warmup <= 1.0:
             raise ValueError(f"TrainConfig.kl_warmup must be in [0, 1], got {self.kl_warmup!r}")
         for name in ("memory_size", "warmup_steps"):

@@ -56,6 +56,7 @@ FIELD_HELP = {
     "kl_p": "p of the p-norm for L_KL's nearest-neighbour estimate",
     "kl_samples": "target draws per L_KL call (default: the batch size)",
     "kl_warmup": "fraction of the run over which lambda_kl ramps up linearly from 0",
+    "code_sharpness": "sigmoid sharpness the codes reach at the end of the run (HashNet's continuation; 1: off)",
     "memory_size": "cross-batch memory of this many past codes (0: none)",
     # optimisation
     "epochs": "passes over the training set",
