@@ -59,7 +59,13 @@ def main(argv: list[str] | None = None) -> dict:
     prepare_seconds = time.time() - started
 
     results = run_rows(
-        rows, overrides, out, workers=args.workers, threads=args.threads, runs_dir=args.runs_dir
+        rows,
+        overrides,
+        out,
+        workers=args.workers,
+        threads=args.threads,
+        runs_dir=args.runs_dir,
+        resume=args.resume,
     )
     some = next(iter(results.values()))
     relevances = some["relevances"]

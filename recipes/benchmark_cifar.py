@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         workers=args.workers,
         threads=args.threads,
         runs_dir=args.runs_dir,
+        resume=args.resume,
     )
     curves = {}
     for name in plotted_rows(results):

@@ -328,3 +328,44 @@ def test_rows_are_checked_before_any_row_runs(tmp_path):
     from pml_shrewd.benchmarking.rows import check_rows
 
     check_rows([Row("itq", str(frozen), method="itq")], {})
+
+
+def test_finished_rows_survive_a_failed_row_and_resume_runs_only_the_rest(tmp_path, monkeypatch):
+    import numpy as np
+
+    from pml_shrewd.benchmarking import rows as rows_module
+    from pml_shrewd.benchmarking.rows import Row
+    from pml_shrewd.training import TrainConfig
+
+    config = tmp_path / "frozen.json"
+    config.write_text(json.dumps(TrainConfig().to_dict()))
+    rows = [Row("A", str(config)), Row("B", str(config), overrides={"lr": 0.01}), Row("C", str(config))]
+    ran, broken = [], {"B"}
+
+    def fake_run_row(row, overrides, out, **kwargs):
+        ran.append(row.name)
+        if row.name in broken:
+            raise FloatingPointError("loss is NaN")
+        return {"mAHP@k": 0.5 + len(row.name) / 10, "hp_curve": np.linspace(1, 0, 3)}
+
+    monkeypatch.setattr(rows_module, "run_row", fake_run_row)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match=r"1 of 3 benchmark rows failed: \['B'\].*NaN.*--resume"):
+        rows_module.run_rows(rows, {"steps": 5}, out)
+    assert ran == ["A", "B", "C"]  # B's failure did not stop C
+    assert sorted(p.name for p in (out / "rows").iterdir()) == ["A.json", "C.json"]
+    broken.clear()
+    ran.clear()
+    results = rows_module.run_rows(rows, {"steps": 5}, out, resume=True)
+    assert ran == ["B"] and list(results) == ["A", "B", "C"]
+    assert results["A"]["hp_curve"] == [1.0, 0.5, 0.0]  # saved as JSON, the same values
+    ran.clear()
+    rows_module.run_rows(rows, {"steps": 6}, out, resume=True)  # the run's overrides changed: nothing reused
+    assert ran == ["A", "B", "C"]
+    ran.clear()
+    rows[0].overrides["lr"] = 0.1  # one row changed: only it runs again
+    rows_module.run_rows(rows, {"steps": 6}, out, resume=True)
+    assert ran == ["A"]
+    ran.clear()
+    rows_module.run_rows(rows, {"steps": 6}, out)  # without --resume every row runs
+    assert ran == ["A", "B", "C"]

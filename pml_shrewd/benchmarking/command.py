@@ -29,6 +29,11 @@ def benchmark_parser(description: str | None, default_rows: str | None) -> argpa
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads per row (default: 1 per worker, else all)"
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the rows saved in OUT/rows whose config and overrides are unchanged; run the rest",
+    )
     p.add_argument("--benchmarks-md", default=None, help="update this benchmark's section of BENCHMARKS.md")
     add_config_flags(p)
     return p

@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +264,43 @@ def _run_in_worker(args: tuple) -> dict[str, Any]:
     return run_row(*rest[:-1], **rest[-1])
 
 
+def _saved_row_path(out: str | os.PathLike, row: Row) -> Path:
+    from .report import variant_slug
+
+    return Path(out) / "rows" / f"{variant_slug(row.name)}.json"
+
+
+def _row_spec(row: Row, overrides: Mapping[str, Any]) -> str:
+    """What a row's figures depend on (its config file, method and overrides, the run's
+    overrides), as canonical JSON: a saved row is reused only when all of it matches."""
+    spec = dict(
+        config=os.path.abspath(row.config),
+        method=row.method,
+        overrides=dict(row.overrides),
+        run_overrides={k: v for k, v in overrides.items() if k != "output_dir"},
+    )
+    return json.dumps(spec, sort_keys=True, default=str)
+
+
+def _save_row(out: str | os.PathLike, row: Row, overrides: Mapping[str, Any], figures: Mapping) -> None:
+    path = _saved_row_path(out, row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    payload = dict(spec=json.loads(_row_spec(row, overrides)), figures=figures)
+    tmp.write_text(json.dumps(payload, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    os.replace(tmp, path)  # atomic: a reader sees a whole row or none
+
+
+def _load_saved_row(out: str | os.PathLike, row: Row, overrides: Mapping[str, Any]) -> dict | None:
+    path = _saved_row_path(out, row)
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if json.dumps(saved.get("spec"), sort_keys=True) != _row_spec(row, overrides):
+        return None  # the row changed since: run it again
+    return saved["figures"]
+
+
 def run_rows(
     rows: Sequence[Row],
     overrides: Mapping[str, Any],
@@ -274,27 +311,64 @@ def run_rows(
     workers: int = 1,
     threads: int | None = None,
     runs_dir: str | os.PathLike = "runs/benchmark",
+    resume: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Every row's figures, by row name; ``workers > 1`` runs rows in parallel spawned processes
     with ``threads`` torch threads each (default 1; on 2 cores two 1-thread runs finish sooner
     than one 2-thread run after another: the head's matmuls are small). Sequential runs use
     ``threads`` too (default: all), restored afterwards. With the same ``threads`` the figures
-    do not depend on ``workers``."""
+    do not depend on ``workers``.
+
+    Each finished row's figures are written to ``out/rows/<row>.json`` as it finishes; a row
+    that fails does not stop the others, and the error, raised once all have run, names the
+    failed rows. ``resume=True`` reuses the saved rows whose config, method and overrides
+    (the row's and the run's) are unchanged, and runs only the rest."""
     check_rows(rows, overrides)
     kwargs = dict(extra_hierarchies=extra_hierarchies, probe_samples=probe_samples, runs_dir=runs_dir)
+    results: dict[str, dict[str, Any]] = {}
+    if resume:
+        for row in rows:
+            saved = _load_saved_row(out, row, overrides)
+            if saved is not None:
+                print(f"{row.name:<48} reused from {_saved_row_path(out, row)}", flush=True)
+                results[row.name] = saved
+    todo = [row for row in rows if row.name not in results]
+    failures: dict[str, BaseException] = {}
+
+    def finished(row: Row, figures: dict[str, Any]) -> None:
+        _save_row(out, row, overrides, figures)
+        results[row.name] = figures
+
     if workers <= 1:
         import torch
 
         before = torch.get_num_threads()
         torch.set_num_threads(threads or before)  # the same kernels as in the workers: the same figures
         try:
-            return {row.name: run_row(row, overrides, out, **kwargs) for row in rows}
+            for row in todo:
+                try:
+                    finished(row, run_row(row, overrides, out, **kwargs))
+                except Exception as error:  # the other rows still run and are kept
+                    failures[row.name] = error
         finally:
             torch.set_num_threads(before)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = {
-            row.name: pool.submit(_run_in_worker, (threads or 1, row, dict(overrides), out, kwargs))
-            for row in rows
-        }
-        return {name: future.result() for name, future in futures.items()}
+    elif todo:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = {
+                pool.submit(_run_in_worker, (threads or 1, row, dict(overrides), out, kwargs)): row
+                for row in todo
+            }
+            for future in as_completed(futures):
+                try:
+                    finished(futures[future], future.result())
+                except Exception as error:
+                    failures[futures[future].name] = error
+    if failures:
+        first = next(iter(failures.values()))
+        raise RuntimeError(
+            f"{len(failures)} of {len(rows)} benchmark rows failed: {sorted(failures)} (first error: "
+            f"{type(first).__name__}: {first}); the {len(results)} finished rows are saved in "
+            f"{Path(out) / 'rows'}: rerun with --resume to run only the failed ones"
+        ) from first
+    return {row.name: results[row.name] for row in rows}  # manifest order
