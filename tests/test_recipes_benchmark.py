@@ -119,9 +119,8 @@ def test_benchmark_runs_end_to_end_and_its_codes_recompute(tmp_path, data, cache
         q, db = unpack_codes(codes["test_codes"], bits), unpack_codes(codes["train_codes"], bits)
         ql, dl = codes["test_labels"], codes["train_labels"]
         assert len(codes["test_names"]) == len(q) == 20 and len(codes["train_names"]) == len(db) == 60
-        assert str(codes["test_names"][0]).endswith((".png", ".jpg")) and "/test/" in str(
-            codes["test_names"][0]
-        )
+        name = str(codes["test_names"][0])  # relative to the data folder: test/<class>/<file>
+        assert name.endswith((".png", ".jpg")) and name.startswith("test/") and (data / name).is_file()
         assert mean_average_precision(q, db, ql, dl) == pytest.approx(row["mAP"], abs=1e-9)
         assert mahp_at_k(q, db, ql, dl, semantic_distance=provider, k=5) == pytest.approx(
             row["mAHP@k"], abs=1e-9
@@ -190,7 +189,7 @@ def test_validation_split_never_reads_the_test_images(tmp_path, data, cache):
     codes = np.load(tmp_path / "out" / "codes" / "L_cls.npz")
     names = [str(n) for n in (*codes["test_names"], *codes["train_names"])]
     assert len(codes["test_names"]) == 6 and len(codes["train_names"]) == 54  # 10% of the 60 train images
-    assert all("/train/" in n for n in names) and len(set(names)) == 60
+    assert all(n.startswith("train/") and (data / n).is_file() for n in names) and len(set(names)) == 60
 
 
 def test_cached_features_are_the_backbones_outputs(tmp_path, data, cache):
@@ -369,3 +368,19 @@ def test_finished_rows_survive_a_failed_row_and_resume_runs_only_the_rest(tmp_pa
     ran.clear()
     rows_module.run_rows(rows, {"steps": 6}, out)  # without --resume every row runs
     assert ran == ["A", "B", "C"]
+
+
+def test_saved_names_are_relative_to_the_data_folder():
+    from pml_shrewd.benchmarking.report import portable_names
+    from pml_shrewd.benchmarking.rows import data_root
+
+    q, db = ["/d/flickr/images/a.jpg"], ["/d/flickr/images/b.jpg", "/d/flickr/images/sub/c.jpg"]
+    assert portable_names(data_root("/d/flickr/captions.csv"), q, db) == (
+        ["images/a.jpg"],
+        ["images/b.jpg", "images/sub/c.jpg"],
+    )
+    # A path outside the root: relative to the deepest folder holding them all.
+    assert portable_names("/elsewhere", q, db) == (["a.jpg"], ["b.jpg", "sub/c.jpg"])
+    assert portable_names(None, ["/x/1/a.png"], ["/x/2/b.png"]) == (["1/a.png"], ["2/b.png"])
+    # Names that are not paths stay as they are.
+    assert portable_names("/d", ["CIFAR100[3]"], ["/d/a.jpg"]) == (["CIFAR100[3]"], ["/d/a.jpg"])

@@ -148,13 +148,23 @@ def test_code_sharpening_raises_the_heads_slope_each_step_and_saves_it(tmp_path)
 
     config = TrainConfig(variant="shrewd", steps=6, batch_size=16, eval_every=0, checkpoint_every=0,
                          mixed_precision="no", output_dir=str(tmp_path), print_epochs=False)  # fmt: skip
-    head = HashHead(12, 8, hidden_dim=16)
+    head = HashHead(12, 8, hidden_dim=16, batch_norm=True)
     loss_fn = build_objective("shrewd", _provider(10), embedding_size=8, num_classes=10)
     train = FeatureSamples(x, y.tolist(), [str(i) for i in range(10)])
+    bias = head.norm.bias.detach().clone()
     Trainer(head, loss_fn, train, config=config, callbacks=[CodeSharpening(5.0, 4), Spy()]).fit()
     assert seen == pytest.approx([2.0, 3.0, 4.0, 5.0, 5.0, 5.0])  # 1 + 4 * min(1, (step + 1) / 4)
     assert float(head.sharpness) == 5.0 and torch.isfinite(head(x)).all()
-    restored = HashHead(12, 8, hidden_dim=16)
+    # The BatchNorm scale before the sigmoid stayed fixed (it would shrink to undo the slope);
+    # its shift trained.
+    assert not head.norm.weight.requires_grad and torch.equal(head.norm.weight, torch.ones(8))
+    assert not torch.equal(head.norm.bias, bias)
+    free = HashHead(12, 8, hidden_dim=16, batch_norm=True)
+    CodeSharpening(5.0, 4, fix_norm_scale=False).on_model(free)
+    assert free.norm.weight.requires_grad
+    with pytest.raises(ValueError, match="no HashHead"):
+        CodeSharpening(5.0, 4).on_model(torch.nn.Linear(3, 3))
+    restored = HashHead(12, 8, hidden_dim=16, batch_norm=True)
     restored.load_state_dict(head.state_dict())  # the slope travels with the weights
     assert float(restored.sharpness) == 5.0
     with pytest.raises(ValueError, match="final"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,15 @@ def save_codes(
     query_names: Sequence[str],
     db_names: Sequence[str],
     bits: int,
+    root: str | None = None,
 ) -> None:
     """Binary codes (packed bits), labels and item names of queries and database, so anyone can
-    recompute the figures with their own metric (``unpack_codes(f["test_codes"], f["bits"])``)."""
+    recompute the figures with their own metric (``unpack_codes(f["test_codes"], f["bits"])``).
+    Absolute paths are stored relative to ``root``, the data set's folder
+    (:func:`portable_names`), so the file does not depend on where the data lay."""
     from ..retrieval import pack_codes
+
+    query_names, db_names = portable_names(root, query_names, db_names)
 
     np.savez_compressed(
         path,
@@ -57,6 +63,20 @@ def save_codes(
         train_names=np.asarray(list(db_names)),
         bits=bits,
     )
+
+
+def portable_names(root: str | None, *groups: Sequence[str]) -> tuple[list[str], ...]:
+    """The groups of item names with each absolute path made relative to ``root`` (the data
+    set's folder, e.g. ``images/x.jpg`` beside a ``captions.csv``, ``test/apple/a.jpg`` in a
+    CIFAR folder), or, where some path lies outside it, to the deepest folder holding them all.
+    Names that are not all absolute paths are left as they are."""
+    names = [n for group in groups for n in group]
+    if not names or not all(os.path.isabs(n) for n in names):
+        return tuple(list(group) for group in groups)
+    root = os.path.abspath(root) if root else None
+    if root is None or any(os.path.commonpath([root, n]) != root for n in names):
+        root = os.path.commonpath([os.path.dirname(n) for n in names])
+    return tuple([os.path.relpath(n, root) for n in group] for group in groups)
 
 
 def _small_ints(labels: Any) -> np.ndarray:

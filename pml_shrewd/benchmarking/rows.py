@@ -150,6 +150,7 @@ def run_row(
             names(run["test_set"]),
             names(run["database_set"]),
             config.num_bits,
+            root=data_root(config.data_path),
         )
     figures = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()}
     figures.update(
@@ -236,6 +237,14 @@ def _fixed_row(row: Row, config, run: Mapping[str, Any], evaluator) -> tuple[dic
         z_db, z_q = z[: len(x_db)], z[len(x_db) :]
     codes = dict(query_codes=z_q, query_labels=q_ids, db_codes=z_db, db_labels=db_ids)
     return evaluator.score(z_q, z_db, q_ids, db_ids), codes
+
+
+def data_root(data_path: str | None) -> str | None:
+    """The folder item names are stored relative to: ``data_path`` itself, or the folder of a
+    file such as ``captions.csv``."""
+    if not data_path:
+        return None
+    return data_path if os.path.isdir(data_path) else os.path.dirname(os.path.abspath(data_path))
 
 
 def copy_with(obj: Any, **attributes: Any) -> Any:

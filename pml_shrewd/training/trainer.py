@@ -82,7 +82,9 @@ class Trainer:
         sampler: ``sampler(epoch) -> indices`` (e.g. :class:`~pml_shrewd.data.ClassBalancedEpochs`).
         evaluator: ``evaluator(trainer) -> metrics`` (default: none; ``from_config`` passes a
             :class:`~pml_shrewd.training.RetrievalEvaluator`).
-        callbacks: objects with optional ``on_step_start(trainer)`` / ``on_epoch_end(trainer, record)``.
+        callbacks: objects with optional ``on_model(model)`` (called once with the unwrapped model
+            before the optimizer is built and the model is wrapped, e.g. to freeze parameters),
+            ``on_step_start(trainer)`` / ``on_epoch_end(trainer, record)``.
         export_model: what :meth:`save_model` writes (default ``model``; the whole
             ``HashingModel`` when ``model`` is its head on cached features).
         optimizer / scheduler: built from ``config`` when not given.
@@ -154,6 +156,9 @@ class Trainer:
         self._loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
         if loss_fn.state_dict():
             accelerator.register_for_checkpointing(loss_fn)
+        for callback in self.callbacks:
+            if hasattr(callback, "on_model"):  # before DDP, which fixes the parameters that train
+                callback.on_model(model)
         optimizer = optimizer or self._build_optimizer(model, loss_fn)
         scheduler = scheduler or self._build_scheduler(optimizer)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
